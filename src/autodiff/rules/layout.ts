@@ -1,0 +1,64 @@
+import type { Tensor } from '../../tensor/tensor.js';
+import type { RuleTable } from './types.js';
+import { unbroadcast } from './util.js';
+
+export const layoutRules: RuleTable<'matmul' | 'reshape' | 'transpose' | 'expand' | 'reduce_sum' | 'reduce_mean' | 'slice' | 'concat'> = {
+  matmul: ({ inputs: [a, b], needs }, [g]) => [
+    needs[0] ? unbroadcast(g!.matmul(b!.mT), a!.shape) : undefined,
+    needs[1] ? unbroadcast(a!.mT.matmul(g!), b!.shape) : undefined,
+  ],
+  reshape: ({ inputs: [x] }, [g]) => [g!.reshape([...x!.shape])],
+  transpose: ({ attrs: { perm } }, [g]) => {
+    const inv = new Array<number>(perm.length);
+    perm.forEach((p, i) => (inv[p] = i));
+    return [g!.permute(...inv)];
+  },
+  expand: ({ inputs: [x] }, [g]) => [unbroadcast(g!, x!.shape)],
+  reduce_sum: ({ inputs: [x], attrs: { axes, keepdims } }, [g]) => [keepDims(g!, x!.shape, axes, keepdims).expand([...x!.shape])],
+  reduce_mean: ({ inputs: [x], attrs: { axes, keepdims } }, [g]) => {
+    const n = axes.reduce((a, i) => a * x!.shape[i]!, 1);
+    return [keepDims(g!, x!.shape, axes, keepdims).div(n).expand([...x!.shape])];
+  },
+  // The cotangent of a strided slice: g interleaved with zeros (step > 1), then zero-padded to the input.
+  slice: ({ inputs: [x], attrs: { starts, ends, axes, steps } }, [g]) => {
+    let y = g!;
+    axes.forEach((ax, i) => {
+      const step = steps[i]!;
+      const d = x!.shape[ax]!;
+      const m = y.shape[ax]!;
+      if (step > 1) {
+        const sh = [...y.shape];
+        const spread = y.unsqueeze(ax + 1).pad(padAt(y.rank + 1, ax + 1, 0, step - 1));
+        sh[ax] = m * step;
+        y = spread.reshape(sh).slice(ax, 0, Math.min(m * step, ends[i]! - starts[i]!));
+      }
+      const before = starts[i]!;
+      y = y.pad(padAt(y.rank, ax, before, d - before - y.shape[ax]!));
+    });
+    return [y];
+  },
+  concat: ({ inputs, attrs: { axis }, needs }, [g]) => {
+    let at = 0;
+    return inputs.map((x, i) => {
+      const n = x.shape[axis]!;
+      const piece = needs[i] ? g!.slice(axis, at, at + n) : undefined;
+      at += n;
+      return piece;
+    });
+  },
+};
+
+/** Re-inserts reduced axes as size 1 so the cotangent broadcasts back. */
+function keepDims(g: Tensor, shape: readonly number[], axes: readonly number[], keepdims: boolean) {
+  if (keepdims) return g;
+  return g.reshape(shape.map((d, i) => (axes.includes(i) ? 1 : d)));
+}
+
+/** A torch-order pad list that pads only `axis` of a rank-`rank` tensor. */
+function padAt(rank: number, axis: number, before: number, after: number): number[] {
+  const pads = new Array<number>(2 * (rank - axis)).fill(0);
+  pads[2 * (rank - 1 - axis)] = before;
+  pads[2 * (rank - 1 - axis) + 1] = after;
+  return pads;
+}
+

@@ -1,0 +1,113 @@
+/**
+ * compile(fn): a function of tensors → an async function of NDArrays that
+ * runs on ONNX Runtime (or the reference interpreter). Traces once per
+ * distinct input signature (shapes and dtypes) and caches the session.
+ */
+import { writeFileSync, renameSync } from 'node:fs';
+import { fmtShape } from '../errors.js';
+import type { Value } from '../ir/graph.js';
+import { NDArray } from '../ir/ndarray.js';
+import { type TensorFn, type Traced, paramValues, trace } from '../tensor/function.js';
+import type { InputSpec } from '../tensor/trace.js';
+import { debug } from './debug.js';
+import { type EmitOptions, toOnnx } from './onnx/model.js';
+import { OrtSession, type OrtOptions } from './ort/session.js';
+import { fromRef, interpret } from './reference/interpreter.js';
+
+export type Backend = 'ort' | 'reference';
+
+export interface CompileOptions extends OrtOptions {
+  /** 'ort' (default): ONNX Runtime, float32. 'reference': the float64 interpreter (slow; for checks). */
+  backend?: Backend;
+  /**
+   * 'initializers' (default) bakes parameter values into the model, which
+   * lets ONNX Runtime pre-pack weights; the session is rebuilt when a
+   * parameter's `data` is replaced. 'inputs' feeds them on every call.
+   */
+  params?: 'initializers' | 'inputs';
+}
+
+export type CompiledFn = ((...inputs: NDArray[]) => Promise<NDArray[]>) & {
+  /** The traced graph for a given input signature (traced on demand). */
+  traced(...inputs: NDArray[]): Traced;
+  /** Frees every cached session. */
+  release(): Promise<void>;
+};
+
+interface Entry {
+  traced: Traced;
+  /** Parameter data objects baked into the session, to detect replaced weights. */
+  baked: readonly NDArray[];
+  session?: Promise<OrtSession>;
+}
+
+function signature(inputs: readonly NDArray[]): string {
+  return inputs.map((a) => `${a.dtype}${fmtShape(a.shape)}`).join(';');
+}
+
+export function specsOf(inputs: readonly NDArray[]): InputSpec[] {
+  return inputs.map((a, i) => ({ dtype: a.dtype, shape: a.shape, name: `input_${i}` }));
+}
+
+export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
+  const cache = new Map<string, Entry>();
+  const mode = opts.params ?? 'initializers';
+
+  const entryFor = (inputs: readonly NDArray[]): Entry => {
+    const key = signature(inputs);
+    let e = cache.get(key);
+    const stale = e && e.traced.params.some(([p], i) => p.data !== e!.baked[i]);
+    if (!e || stale) {
+      if (e?.session) void e.session.then((s) => s.release());
+      const t0 = performance.now();
+      const traced = trace(fn, specsOf(inputs));
+      debug(1, () => `trace: ${traced.graph.nodes.length} nodes, ${traced.params.length} parameters for ${key} in ${(performance.now() - t0).toFixed(0)} ms`);
+      debug(3, () => traced.graph.toString());
+      e = { traced, baked: traced.params.map(([p]) => p.data) };
+      cache.set(key, e);
+    }
+    return e;
+  };
+
+  const run = async (...inputs: NDArray[]): Promise<NDArray[]> => {
+    const e = entryFor(inputs);
+    const { traced } = e;
+    if ((opts.backend ?? 'ort') === 'reference') {
+      const feeds = new Map<Value, NDArray>(paramValues(traced));
+      traced.inputs.forEach((v, i) => feeds.set(v, inputs[i]!));
+      // float outputs come back as float64: the interpreter's precision
+      return interpret(traced.graph, feeds).map((r, i) => fromRef(r, traced.graph.outputs[i]!.dtype === 'float32' ? 'float64' : traced.graph.outputs[i]!.dtype));
+    }
+    e.session ??= OrtSession.create(toOnnx(traced.graph, { params: mode, paramValues: paramValues(traced) }), opts);
+    const session = await e.session;
+    const feeds: Record<string, NDArray> = {};
+    inputs.forEach((a, i) => (feeds[`input_${i}`] = a));
+    if (mode === 'inputs') for (const [p, v] of traced.params) feeds[v.name] = p.data;
+    const out = await session.run(feeds);
+    return traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
+  };
+
+  return Object.assign(run, {
+    traced: (...inputs: NDArray[]) => entryFor(inputs).traced,
+    release: async () => {
+      for (const e of cache.values()) if (e.session) await (await e.session).release();
+      cache.clear();
+    },
+  });
+}
+
+/**
+ * Traces `fn` on example inputs and returns a standalone ONNX model (weights
+ * as initializers). With `path`, also writes it atomically (temp + rename).
+ */
+export function exportOnnx(fn: TensorFn, exampleInputs: readonly NDArray[], opts: { path?: string; inputNames?: readonly string[]; outputNames?: readonly string[] } & Pick<EmitOptions, 'docString' | 'metadata'> = {}): Uint8Array {
+  const specs = specsOf(exampleInputs).map((s, i) => ({ ...s, name: opts.inputNames?.[i] ?? s.name }));
+  const traced = trace(fn, specs);
+  const bytes = toOnnx(traced.graph, { params: 'initializers', paramValues: paramValues(traced), outputNames: opts.outputNames, docString: opts.docString, metadata: opts.metadata });
+  if (opts.path) {
+    const tmp = `${opts.path}.tmp-${process.pid}`;
+    writeFileSync(tmp, bytes);
+    renameSync(tmp, opts.path);
+  }
+  return bytes;
+}

@@ -1,0 +1,10 @@
+import type { OpName } from '../../../ir/ops.js';
+import { elementwiseEmitters } from './elementwise.js';
+import { layoutEmitters } from './layout.js';
+import type { Emitter } from './types.js';
+
+/** One ONNX lowering per primitive. */
+export const EMITTERS: { readonly [K in OpName]?: Emitter } = {
+  ...elementwiseEmitters,
+  ...layoutEmitters,
+};

@@ -1,0 +1,16 @@
+import type { Node } from '../../../ir/graph.js';
+import type { OpName } from '../../../ir/ops.js';
+import type { EmitContext } from '../model.js';
+
+/**
+ * Lowers one IR node to ONNX nodes. `inputs` are the ONNX names of the
+ * node's inputs; returns the names of its outputs, in order.
+ */
+export type Emitter = (ctx: EmitContext, node: Node, inputs: readonly string[]) => string[];
+
+export type EmitterTable<Ks extends OpName> = { readonly [K in Ks]: Emitter };
+
+/** The typed attributes of a node of a known op. */
+export function attrsOf<K extends OpName>(node: Node, _op: K): import('../../../ir/ops.js').AttrsOf<K> {
+  return node.attrs as never;
+}

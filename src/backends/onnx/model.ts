@@ -1,0 +1,189 @@
+/**
+ * IR → ONNX ModelProto bytes (opset 17, IR version 8). Each primitive's
+ * lowering lives in `emit/`; this file owns naming, constants, initializers
+ * and the protobuf messages.
+ */
+import { RuntimeFailure } from '../../errors.js';
+import type { Graph, Node, Value } from '../../ir/graph.js';
+import { type DType, NDArray } from '../../ir/ndarray.js';
+import { ONNX_DTYPE_CODE as ONNX_DTYPE } from './dtypes.js';
+import { EMITTERS } from './emit/index.js';
+import { ProtoWriter } from './protobuf.js';
+
+export const OPSET = 17;
+const IR_VERSION = 8;
+
+
+export type OnnxAttr =
+  | { readonly int: number }
+  | { readonly float: number }
+  | { readonly ints: readonly number[] }
+  | { readonly floats: readonly number[] }
+  | { readonly str: string }
+  | { readonly tensor: NDArray };
+
+function tensorProto(name: string, a: NDArray): ProtoWriter {
+  const w = new ProtoWriter();
+  if (a.shape.length) w.packedInts(1, a.shape);
+  w.int(2, ONNX_DTYPE[a.dtype]);
+  w.string(8, name);
+  const d = a.data;
+  w.bytes(9, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+  return w;
+}
+
+function attrProto(name: string, a: OnnxAttr): ProtoWriter {
+  const w = new ProtoWriter().string(1, name);
+  // AttributeProto: f=2 i=3 s=4 t=5 floats=7 ints=8 type=20
+  if ('int' in a) w.int(3, a.int).int(20, 2);
+  else if ('float' in a) w.float(2, a.float).int(20, 1);
+  else if ('ints' in a) w.packedInts(8, a.ints).int(20, 7);
+  else if ('floats' in a) {
+    for (const f of a.floats) w.float(7, f);
+    w.int(20, 6);
+  } else if ('str' in a) w.string(4, a.str).int(20, 3);
+  else w.message(5, tensorProto('', a.tensor)).int(20, 4);
+  return w;
+}
+
+function valueInfo(name: string, dtype: DType, shape: readonly (number | string)[]): ProtoWriter {
+  const dims = new ProtoWriter();
+  for (const d of shape) dims.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
+  const tensorType = new ProtoWriter().int(1, ONNX_DTYPE[dtype]).message(2, dims);
+  return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
+}
+
+/** Per-model emission state handed to each op's lowering. */
+export class EmitContext {
+  readonly nodes: ProtoWriter[] = [];
+  readonly initializers: ProtoWriter[] = [];
+  private readonly names = new Map<Value, string>();
+  private readonly constCache = new Map<string, string>();
+  private counter = 0;
+  private current: Node | undefined;
+
+  name(v: Value): string {
+    let n = this.names.get(v);
+    if (!n) {
+      n = `v${v.id}`;
+      this.names.set(v, n);
+    }
+    return n;
+  }
+
+  bind(v: Value, name: string): void {
+    this.names.set(v, name);
+  }
+
+  fresh(hint = 't'): string {
+    return `${hint}_${this.counter++}`;
+  }
+
+  /** Emits one ONNX node; returns its output names (`outputs` fresh names unless given). */
+  node(opType: string, inputs: readonly string[], attrs: Readonly<Record<string, OnnxAttr>> = {}, outputs: number | readonly string[] = 1): string[] {
+    const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(opType)) : [...outputs];
+    const scope = this.current?.scope ? `${this.current.scope}/` : '';
+    const w = new ProtoWriter();
+    for (const i of inputs) w.string(1, i);
+    for (const o of outs) w.string(2, o);
+    w.string(3, `${scope}${opType}_${this.counter++}`);
+    w.string(4, opType);
+    for (const [k, a] of Object.entries(attrs)) w.message(5, attrProto(k, a));
+    this.nodes.push(w);
+    return outs;
+  }
+
+  /** An initializer holding `a` (deduplicated for small constants). */
+  constant(a: NDArray, hint = 'const'): string {
+    const small = a.size <= 64;
+    const key = small ? `${a.dtype}|${a.shape.join(',')}|${Array.from(a.data as ArrayLike<number | bigint>, String).join(',')}` : '';
+    if (small && this.constCache.has(key)) return this.constCache.get(key)!;
+    const name = this.fresh(hint);
+    this.initializers.push(tensorProto(name, a));
+    if (small) this.constCache.set(key, name);
+    return name;
+  }
+
+  ints(vs: readonly number[]): string {
+    return this.constant(NDArray.int64([vs.length], vs), 'shape');
+  }
+
+  scalar(v: number, dtype: DType): string {
+    const a = dtype === 'float64' ? NDArray.float64([], [v]) : dtype === 'int64' ? NDArray.int64([], [v]) : NDArray.float32([], [v]);
+    return this.constant(a, 'scalar');
+  }
+
+  /** @internal */
+  setCurrent(n: Node | undefined): void {
+    this.current = n;
+  }
+}
+
+export interface EmitOptions {
+  /** How the graph's 'param' inputs are stored: as initializers (inference) or as graph inputs (training). */
+  params?: 'initializers' | 'inputs';
+  /** Values of the 'param' inputs, required with params = 'initializers'. */
+  paramValues?: ReadonlyMap<Value, NDArray>;
+  /** Names for the graph outputs (default `output_i`). */
+  outputNames?: readonly string[];
+  /** Symbolic dimension names for input/output shapes, e.g. {0: 'batch'} (used by export). */
+  symbolicDims?: ReadonlyMap<Value, ReadonlyMap<number, string>>;
+  producer?: string;
+  docString?: string;
+  metadata?: Readonly<Record<string, string>>;
+}
+
+/** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
+export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
+  const ctx = new EmitContext();
+  const inputsInfo: ProtoWriter[] = [];
+  const used = new Set<string>();
+  const shapeOf = (v: Value) => {
+    const sym = opts.symbolicDims?.get(v);
+    return v.shape.map((d, i) => sym?.get(i) ?? d);
+  };
+  for (const v of graph.inputs) {
+    let name = (v.name || `input_${v.id}`).replace(/[^A-Za-z0-9_.:/-]/g, '_');
+    while (used.has(name)) name = `${name}_`;
+    used.add(name);
+    ctx.bind(v, name);
+    if (v.role === 'param' && (opts.params ?? 'initializers') === 'initializers') {
+      const val = opts.paramValues?.get(v);
+      if (!val) throw new RuntimeFailure(`onnx: no value for parameter '${v.name}'`);
+      ctx.initializers.push(tensorProto(name, val));
+    } else inputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
+  }
+  const live = graph.liveNodes();
+  for (const node of live) {
+    const emitter = EMITTERS[node.op];
+    if (!emitter) throw new RuntimeFailure(`onnx: op '${node.op}' has no ONNX lowering`);
+    ctx.setCurrent(node);
+    const outs = (emitter as (c: EmitContext, n: Node, i: readonly string[]) => string[])(ctx, node, node.inputs.map((v) => ctx.name(v)));
+    node.outputs.forEach((v, i) => ctx.bind(v, outs[i]!));
+  }
+  ctx.setCurrent(undefined);
+  // Graph outputs get stable names; an output that is an input or repeated is copied with Identity.
+  const outputsInfo: ProtoWriter[] = [];
+  graph.outputs.forEach((v, i) => {
+    const name = opts.outputNames?.[i] ?? `output_${i}`;
+    ctx.node('Identity', [ctx.name(v)], {}, [name]);
+    outputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
+  });
+
+  const g = new ProtoWriter();
+  for (const n of ctx.nodes) g.message(1, n);
+  g.string(2, 'volution');
+  for (const t of ctx.initializers) g.message(5, t);
+  for (const i of inputsInfo) g.message(11, i);
+  for (const o of outputsInfo) g.message(12, o);
+
+  const m = new ProtoWriter();
+  m.int(1, IR_VERSION);
+  m.string(2, opts.producer ?? 'volution');
+  m.string(3, '0.1.0');
+  if (opts.docString) m.string(6, opts.docString);
+  m.message(7, g);
+  m.message(8, new ProtoWriter().string(1, '').int(2, OPSET));
+  for (const [k, val] of Object.entries(opts.metadata ?? {})) m.message(14, new ProtoWriter().string(1, k).string(2, val));
+  return m.finish();
+}

@@ -1,0 +1,79 @@
+/**
+ * ONNX Runtime (onnxruntime-node) sessions with explicit thread settings.
+ */
+import * as ort from 'onnxruntime-node';
+import { RuntimeFailure, fmtShape } from '../../errors.js';
+import { type DType, NDArray } from '../../ir/ndarray.js';
+import { debug } from '../debug.js';
+
+export interface OrtOptions {
+  /** intra-op threads (default: 2, this project's reference machine; 0 lets ORT decide). */
+  threads?: number;
+  /** ORT graph optimisation level (default 'all'). */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+export const DEFAULT_THREADS = 2;
+
+const ORT_TYPE: Record<DType, ort.Tensor.Type> = { float32: 'float32', float64: 'float64', int64: 'int64', bool: 'bool' };
+
+export function toOrt(a: NDArray): ort.Tensor {
+  return new ort.Tensor(ORT_TYPE[a.dtype], a.data as never, [...a.shape]);
+}
+
+export function fromOrt(t: ort.Tensor): NDArray {
+  const dtype = (Object.entries(ORT_TYPE).find(([, v]) => v === t.type)?.[0] ?? 'float32') as DType;
+  return new NDArray(dtype, [...t.dims], t.data as never);
+}
+
+/** A loaded ONNX model. */
+export class OrtSession {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  static async create(model: Uint8Array, opts: OrtOptions = {}): Promise<OrtSession> {
+    const t0 = performance.now();
+    let s: ort.InferenceSession;
+    try {
+      s = await ort.InferenceSession.create(model, {
+        intraOpNumThreads: opts.threads ?? DEFAULT_THREADS,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: opts.optimization ?? 'all',
+      });
+    } catch (err) {
+      throw new RuntimeFailure(`ONNX Runtime could not load the model: ${(err as Error).message}`, { cause: err });
+    }
+    debug(1, `ort: session created in ${(performance.now() - t0).toFixed(0)} ms (${(model.length / 1e6).toFixed(1)} MB, ${opts.threads ?? DEFAULT_THREADS} threads)`);
+    return new OrtSession(s, s.inputNames, s.outputNames);
+  }
+
+  /** Runs with feeds by input name; returns outputs by name. */
+  async run(feeds: Readonly<Record<string, NDArray>>): Promise<Record<string, NDArray>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const name of this.inputNames) {
+      const a = feeds[name];
+      if (!a) throw new RuntimeFailure(`ONNX Runtime: missing input '${name}'`);
+      ortFeeds[name] = toOrt(a);
+    }
+    const t0 = performance.now();
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await this.session.run(ortFeeds);
+    } catch (err) {
+      const shapes = Object.entries(feeds).map(([k, v]) => `${k}${fmtShape(v.shape)}`).join(', ');
+      throw new RuntimeFailure(`ONNX Runtime failed (${shapes}): ${(err as Error).message}`, { cause: err });
+    }
+    debug(2, `ort: run in ${(performance.now() - t0).toFixed(1)} ms`);
+    const res: Record<string, NDArray> = {};
+    for (const name of this.outputNames) res[name] = fromOrt(out[name]!);
+    return res;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

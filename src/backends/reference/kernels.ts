@@ -1,0 +1,10 @@
+import type { OpName } from '../../ir/ops.js';
+import { elementwiseKernels } from './kernels/elementwise.js';
+import { layoutKernels } from './kernels/layout.js';
+import type { Kernel } from './types.js';
+
+/** One float64 reference kernel per primitive. */
+export const KERNELS: { readonly [K in OpName]?: Kernel<K> } = {
+  ...elementwiseKernels,
+  ...layoutKernels,
+};
