@@ -10,9 +10,16 @@ import { NDArray } from '../ir/ndarray.js';
 import { type TensorFn, type Traced, paramValues, trace } from '../tensor/function.js';
 import type { InputSpec } from '../tensor/trace.js';
 import { debug } from './debug.js';
-import { type EmitOptions, toOnnx } from './onnx/model.js';
+import { type EmitOptions, onnxInputNames, toOnnx } from './onnx/model.js';
 import { OrtSession, type OrtOptions } from './ort/session.js';
 import { fromRef, interpret } from './reference/interpreter.js';
+import { Rng } from '../rng.js';
+
+function uniform(rng: Rng, shape: readonly number[]): NDArray {
+  const a = NDArray.float32(shape);
+  for (let i = 0; i < a.size; i++) a.data[i] = rng.uniform();
+  return a;
+}
 
 export type Backend = 'ort' | 'reference';
 
@@ -25,6 +32,8 @@ export interface CompileOptions extends OrtOptions {
    * parameter's `data` is replaced. 'inputs' feeds them on every call.
    */
   params?: 'initializers' | 'inputs';
+  /** Seed of the generator that feeds dropout/drop-path noise (default 0). */
+  seed?: number;
 }
 
 export type CompiledFn = ((...inputs: NDArray[]) => Promise<NDArray[]>) & {
@@ -39,6 +48,7 @@ interface Entry {
   /** Parameter data objects baked into the session, to detect replaced weights. */
   baked: readonly NDArray[];
   session?: Promise<OrtSession>;
+  names?: Map<Value, string>;
 }
 
 function signature(inputs: readonly NDArray[]): string {
@@ -52,11 +62,12 @@ export function specsOf(inputs: readonly NDArray[]): InputSpec[] {
 export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
   const cache = new Map<string, Entry>();
   const mode = opts.params ?? 'initializers';
+  const rng = new Rng(opts.seed ?? 0);
 
   const entryFor = (inputs: readonly NDArray[]): Entry => {
     const key = signature(inputs);
     let e = cache.get(key);
-    const stale = e && e.traced.params.some(([p], i) => p.data !== e!.baked[i]);
+    const stale = e && !e.traced.updates.length && e.traced.params.some(([p], i) => p.data !== e!.baked[i]);
     if (!e || stale) {
       if (e?.session) void e.session.then((s) => s.release());
       const t0 = performance.now();
@@ -72,19 +83,33 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
   const run = async (...inputs: NDArray[]): Promise<NDArray[]> => {
     const e = entryFor(inputs);
     const { traced } = e;
+    const noise = traced.randoms.map((v) => uniform(rng, v.shape));
+    let outs: NDArray[];
     if ((opts.backend ?? 'ort') === 'reference') {
       const feeds = new Map<Value, NDArray>(paramValues(traced));
       traced.inputs.forEach((v, i) => feeds.set(v, inputs[i]!));
+      traced.randoms.forEach((v, i) => feeds.set(v, noise[i]!));
       // float outputs come back as float64: the interpreter's precision
-      return interpret(traced.graph, feeds).map((r, i) => fromRef(r, traced.graph.outputs[i]!.dtype === 'float32' ? 'float64' : traced.graph.outputs[i]!.dtype));
+      outs = interpret(traced.graph, feeds).map((r, i) => fromRef(r, traced.graph.outputs[i]!.dtype === 'float32' ? 'float64' : traced.graph.outputs[i]!.dtype));
+    } else {
+      // A graph that updates buffers takes its parameters as inputs: baked ones would go stale after every call.
+      const entryMode = traced.updates.length ? 'inputs' : mode;
+      e.session ??= OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced) }), opts);
+      const session = await e.session;
+      const names = (e.names ??= onnxInputNames(traced.graph));
+      const feeds: Record<string, NDArray> = {};
+      traced.inputs.forEach((v, i) => (feeds[names.get(v)!] = inputs[i]!));
+      traced.randoms.forEach((v, i) => (feeds[names.get(v)!] = noise[i]!));
+      if (entryMode === 'inputs') for (const [p, v] of traced.params) feeds[names.get(v)!] = p.data;
+      const out = await session.run(feeds);
+      outs = traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
     }
-    e.session ??= OrtSession.create(toOnnx(traced.graph, { params: mode, paramValues: paramValues(traced) }), opts);
-    const session = await e.session;
-    const feeds: Record<string, NDArray> = {};
-    inputs.forEach((a, i) => (feeds[`input_${i}`] = a));
-    if (mode === 'inputs') for (const [p, v] of traced.params) feeds[v.name] = p.data;
-    const out = await session.run(feeds);
-    return traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
+    // Train-mode buffer updates (running stats) are stored back, like PyTorch's in-place updates.
+    traced.updates.forEach(([p], i) => {
+      const v = outs[traced.numOutputs + i]!;
+      (p as { data: NDArray }).data = v.dtype === p.data.dtype ? v : v.astype(p.data.dtype);
+    });
+    return outs.slice(0, traced.numOutputs);
   };
 
   return Object.assign(run, {

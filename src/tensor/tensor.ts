@@ -455,12 +455,15 @@ export class Parameter extends Tensor implements Liftable {
   name: string;
   /** False for buffers (running stats, index tables): never optimised. */
   readonly trainable: boolean;
+  /** Whether a buffer is part of the state dict (PyTorch's `persistent`). */
+  readonly persistent: boolean;
 
-  constructor(data: NDArray, opts: { name?: string; trainable?: boolean } = {}) {
+  constructor(data: NDArray, opts: { name?: string; trainable?: boolean; persistent?: boolean } = {}) {
     super(undefined, undefined);
     this.data = data;
     this.name = opts.name ?? '';
     this.trainable = opts.trainable ?? data.dtype !== 'int64';
+    this.persistent = opts.persistent ?? true;
   }
 
   override get value(): Value {

@@ -22,6 +22,10 @@ export class Trace {
   readonly graph = new Graph();
   private readonly scopes: string[] = [];
   private readonly lifted = new Map<Liftable, Value>();
+  private readonly updates = new Map<Liftable, Value>();
+  private readonly randoms: Value[] = [];
+  /** When set, module calls record their inputs and outputs here (`path:in.i`, `path:out`). */
+  activations: Map<string, Value> | undefined;
 
   /** The current module path, e.g. `blocks.0.attn`. */
   get scope(): string {
@@ -36,6 +40,26 @@ export class Trace {
       return fn();
     } finally {
       this.scopes.pop();
+    }
+  }
+
+  /** Records a module call's tensors when activations are being captured; repeated calls get `path#k`. */
+  recordCall(path: string, inputs: readonly Value[], output: Value): void {
+    const acts = this.activations;
+    if (!acts) return;
+    let key = path;
+    for (let k = 2; acts.has(`${key}:out`); k++) key = `${path}#${k}`;
+    inputs.forEach((v, i) => acts.set(`${key}:in.${i}`, v));
+    acts.set(`${key}:out`, output);
+  }
+
+  /** Runs `fn` with the module path set to `path` (absolute). */
+  withPath<T>(path: string, fn: () => T): T {
+    const saved = this.scopes.splice(0, this.scopes.length, path);
+    try {
+      return fn();
+    } finally {
+      this.scopes.splice(0, this.scopes.length, ...saved);
     }
   }
 
@@ -60,6 +84,34 @@ export class Trace {
   /** The graph value of a lifted liftable, if this trace lifted it. */
   liftedValue(p: Liftable): Value | undefined {
     return this.lifted.get(p);
+  }
+
+  /**
+   * Records a new value for a buffer (e.g. BatchNorm running stats in train
+   * mode). Runners return it as an extra output and store it after the run,
+   * as PyTorch's in-place buffer updates would.
+   */
+  assign(p: Liftable, value: Value): void {
+    this.updates.set(p, value);
+  }
+
+  stateUpdates(): [Liftable, Value][] {
+    return [...this.updates.entries()];
+  }
+
+  /**
+   * A fresh graph input of uniform [0, 1) float32 noise (dropout, drop-path).
+   * Runners feed it from their seeded generator on every call, so graphs stay
+   * static and deterministic given the seed.
+   */
+  random(shape: readonly number[]): Value {
+    const v = this.graph.addInput({ dtype: 'float32', shape }, `random_${this.randoms.length}`);
+    this.randoms.push(v);
+    return v;
+  }
+
+  randomInputs(): readonly Value[] {
+    return this.randoms;
   }
 }
 

@@ -133,19 +133,30 @@ export interface EmitOptions {
   metadata?: Readonly<Record<string, string>>;
 }
 
-/** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
-export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
-  const ctx = new EmitContext();
-  const inputsInfo: ProtoWriter[] = [];
+/** The ONNX names of the graph inputs: their own names, sanitised and made unique. */
+export function onnxInputNames(graph: Graph): Map<Value, string> {
   const used = new Set<string>();
-  const shapeOf = (v: Value) => {
-    const sym = opts.symbolicDims?.get(v);
-    return v.shape.map((d, i) => sym?.get(i) ?? d);
-  };
+  const names = new Map<Value, string>();
   for (const v of graph.inputs) {
     let name = (v.name || `input_${v.id}`).replace(/[^A-Za-z0-9_.:/-]/g, '_');
     while (used.has(name)) name = `${name}_`;
     used.add(name);
+    names.set(v, name);
+  }
+  return names;
+}
+
+/** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
+export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
+  const ctx = new EmitContext();
+  const inputsInfo: ProtoWriter[] = [];
+  const shapeOf = (v: Value) => {
+    const sym = opts.symbolicDims?.get(v);
+    return v.shape.map((d, i) => sym?.get(i) ?? d);
+  };
+  const names = onnxInputNames(graph);
+  for (const v of graph.inputs) {
+    const name = names.get(v)!;
     ctx.bind(v, name);
     if (v.role === 'param' && (opts.params ?? 'initializers') === 'initializers') {
       const val = opts.paramValues?.get(v);

@@ -1,0 +1,135 @@
+import { type DType, NDArray } from '../../ir/ndarray.js';
+import { type ConvAttrs, windowOut } from '../../ir/ops.js';
+import { type Tensor, constant, conv2d, convTranspose2d, fold, full, unfold } from '../../tensor/tensor.js';
+import type { RuleTable } from './types.js';
+
+type Pair = readonly [number, number];
+type Quad = readonly [number, number, number, number];
+
+function constOf(dtype: DType, shape: readonly number[], values: ArrayLike<number>): Tensor {
+  const a = NDArray.float64(shape, values);
+  return constant(dtype === 'float64' ? a : a.astype(dtype));
+}
+
+/**
+ * outputPadding for a transposed conv that restores an input of size [h, w]:
+ * the rows/columns a strided window leaves over at the end.
+ */
+function leftover([h, w]: Pair, k: Pair, s: Pair, p: Quad, d: Pair = [1, 1]): [number, number] {
+  return [(h + p[0] + p[2] - d[0] * (k[0] - 1) - 1) % s[0], (w + p[1] + p[3] - d[1] * (k[1] - 1) - 1) % s[1]];
+}
+
+function spatial(t: Tensor): Pair {
+  return [t.shape[2]!, t.shape[3]!];
+}
+
+/**
+ * dL/dW for y = conv2d(x, W) with dL/dy = gy, W of shape `wShape`
+ * [O, C/g, kh, kw], as im2col products. The unfolded x may cover more
+ * positions than gy (when used for conv_transpose2d with an outputPadding
+ * ≥ the stride); the extra ones are cropped.
+ */
+function convWeightGrad(x: Tensor, gy: Tensor, wShape: readonly number[], a: ConvAttrs): Tensor {
+  const [o, cg, kh, kw] = wShape as [number, number, number, number];
+  const [n, c] = x.shape as [number, number];
+  const [ho, wo] = spatial(gy);
+  const g = a.groups;
+  const kk = kh * kw;
+  const l = ho * wo;
+  let cols = unfold(x, [kh, kw], a);
+  const gh = windowOut(x.shape[2]!, kh, a.stride[0], a.padding[0], a.padding[2], a.dilation[0]);
+  const gw = windowOut(x.shape[3]!, kw, a.stride[1], a.padding[1], a.padding[3], a.dilation[1]);
+  if (gh !== ho || gw !== wo) cols = cols.reshape([n, c * kk, gh, gw]).slice(2, 0, ho).slice(3, 0, wo).reshape([n, c * kk, l]);
+  const gyf = gy.reshape([n, o, l]);
+  if (g === c && g > 1) {
+    // Depthwise: per-group GEMMs would be [O/g, N·L] @ [N·L, kk], tiny and degenerate; a fused
+    // multiply + reduce is one pass over the columns instead.
+    const m = o / c;
+    return gyf.reshape([n, c, m, 1, l]).mul(cols.reshape([n, c, 1, kk, l])).sum([0, 4]).reshape([o, 1, kh, kw]);
+  }
+  // One GEMM per group with the batch folded into K: [g, O/g, N·L] @ [g, N·L, C/g·kk].
+  const og = o / g;
+  const lhs = n === 1 ? gyf.reshape([g, og, l]) : gyf.reshape([n, g, og, l]).permute(1, 2, 0, 3).reshape([g, og, n * l]);
+  const rhs = n === 1 ? cols.reshape([g, cg * kk, l]).mT : cols.reshape([n, g, cg * kk, l]).permute(1, 0, 3, 2).reshape([g, n * l, cg * kk]);
+  return lhs.matmul(rhs).reshape([o, cg, kh, kw]);
+}
+
+/** 1 where window tap t of output position q reads a real (unpadded) element: [kh·kw, Ho·Wo]. */
+function validTaps([h, w]: Pair, [ho, wo]: Pair, k: Pair, s: Pair, p: Quad): number[] {
+  const vals: number[] = [];
+  for (let i = 0; i < k[0]; i++) {
+    for (let j = 0; j < k[1]; j++) {
+      for (let oh = 0; oh < ho; oh++) {
+        const r = oh * s[0] - p[0] + i;
+        for (let ow = 0; ow < wo; ow++) {
+          const q = ow * s[1] - p[1] + j;
+          vals.push(r >= 0 && r < h && q >= 0 && q < w ? 1 : 0);
+        }
+      }
+    }
+  }
+  return vals;
+}
+
+export const convRules: RuleTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'avg_pool2d' | 'unfold' | 'fold'> = {
+  conv2d: ({ inputs: [x, w, b], attrs, needs }, [g]) => {
+    const gy = g!;
+    const k = spatial(w!);
+    const outputPadding = leftover(spatial(x!), k, attrs.stride, attrs.padding, attrs.dilation);
+    return [
+      needs[0] ? convTranspose2d(gy, w!, undefined, { ...attrs, outputPadding }) : undefined,
+      needs[1] ? convWeightGrad(x!, gy, w!.shape, attrs) : undefined,
+      b && needs[2] ? gy.sum([0, 2, 3]) : undefined,
+    ];
+  },
+  // The conv with the roles of input and output swapped. With an outputPadding ≥ the
+  // stride (possible when dilation > stride) the conv sees extra positions: crop them.
+  conv_transpose2d: ({ inputs: [x, w, b], attrs, needs }, [g]) => {
+    const gy = g!;
+    const [h, wd] = spatial(x!);
+    return [
+      needs[0] ? conv2d(gy, w!, undefined, attrs).slice(2, 0, h).slice(3, 0, wd) : undefined,
+      needs[1] ? convWeightGrad(gy, x!, w!.shape, attrs) : undefined,
+      b && needs[2] ? gy.sum([0, 2, 3]) : undefined,
+    ];
+  },
+  unfold: ({ inputs: [x], attrs }, [g]) => [fold(g!, spatial(x!), attrs.kernel, attrs)],
+  fold: ({ attrs }, [g]) => [unfold(g!, attrs.kernel, attrs)],
+  // Each output spreads its cotangent over its window: a depthwise transposed conv with a
+  // constant kernel, after dividing by the per-window count when padding is not counted.
+  avg_pool2d: ({ inputs: [x], attrs: { kernel, stride, padding, countIncludePad } }, [g]) => {
+    const gy = g!;
+    const c = x!.shape[1]!;
+    const [kh, kw] = kernel;
+    const size = spatial(x!);
+    const opts = { stride, padding, groups: c, outputPadding: leftover(size, kernel, stride, padding) };
+    if (countIncludePad) return [convTranspose2d(gy, full([c, 1, kh, kw], 1 / (kh * kw), gy.dtype), undefined, opts)];
+    const [ho, wo] = spatial(gy);
+    const inv: number[] = [];
+    for (let oh = 0; oh < ho; oh++) {
+      const r = oh * stride[0] - padding[0];
+      for (let ow = 0; ow < wo; ow++) {
+        const q = ow * stride[1] - padding[1];
+        inv.push(1 / ((Math.min(r + kh, size[0]) - Math.max(r, 0)) * (Math.min(q + kw, size[1]) - Math.max(q, 0))));
+      }
+    }
+    return [convTranspose2d(gy.mul(constOf(gy.dtype, [ho, wo], inv)), full([c, 1, kh, kw], 1, gy.dtype), undefined, opts)];
+  },
+  // The cotangent goes to the first maximum of each window (row-major), as in PyTorch:
+  // window taps equal to the pooled max, minus those preceded by an earlier equal tap.
+  max_pool2d: ({ inputs: [x], outputs: [y], attrs: { kernel, stride, padding } }, [g]) => {
+    const gy = g!;
+    const [n, c] = x!.shape as [number, number];
+    const kk = kernel[0] * kernel[1];
+    const l = gy.shape[2]! * gy.shape[3]!;
+    const dt = gy.dtype;
+    let hit = unfold(x!, kernel, { stride, padding }).reshape([n, c, kk, l]).eq(y!.reshape([n, c, 1, l])).cast(dt);
+    // Unfold pads with zeros, which must not count as a maximum (PyTorch pads with -inf).
+    if (padding.some((p) => p > 0)) hit = hit.mul(constOf(dt, [kk, l], validTaps(spatial(x!), spatial(gy), kernel, stride, padding)));
+    const strictlyLower = constOf(dt, [kk, kk], Array.from({ length: kk * kk }, (_, i) => (i % kk < Math.floor(i / kk) ? 1 : 0)));
+    // hit − (number of earlier hits), clipped at 0: 1 exactly at the first hit of each window.
+    const first = hit.sub(strictlyLower.matmul(hit)).relu();
+    const cols = first.mul(gy.reshape([n, c, 1, l])).reshape([n, c * kk, l]);
+    return [fold(cols, spatial(x!), kernel, { stride, padding })];
+  },
+};

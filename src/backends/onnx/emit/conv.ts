@@ -1,0 +1,81 @@
+import { type DType, NDArray } from '../../../ir/ndarray.js';
+import { type WindowAttrs, windowOut } from '../../../ir/ops.js';
+import type { OnnxAttr } from '../model.js';
+import type { EmitterTable } from './types.js';
+import { attrsOf } from './types.js';
+
+type Attrs = Readonly<Record<string, OnnxAttr>>;
+
+function windowAttrs(kernel: readonly number[], a: { stride: readonly number[]; padding: readonly number[]; dilation?: readonly number[] }): Attrs {
+  return {
+    kernel_shape: { ints: kernel },
+    pads: { ints: a.padding },
+    strides: { ints: a.stride },
+    ...(a.dilation ? { dilations: { ints: a.dilation } } : {}),
+  };
+}
+
+/**
+ * The im2col kernel [C·kh·kw, 1, kh, kw]: output channel c·kh·kw + i·kw + j of
+ * a grouped conv (group = C) picks tap (i, j) of channel c, PyTorch's unfold order.
+ */
+function oneHotKernel(c: number, kh: number, kw: number, dtype: DType): NDArray {
+  const kk = kh * kw;
+  const k = NDArray.float64([c * kk, 1, kh, kw]);
+  for (let r = 0; r < c * kk; r++) k.data[r * kk + (r % kk)] = 1;
+  return dtype === 'float64' ? k : k.astype(dtype);
+}
+
+/** The leftover rows/columns a strided window leaves at the end of `size`: ConvTranspose's output_padding that restores it. */
+function leftover(size: number, a: WindowAttrs, axis: 0 | 1): number {
+  const k = a.kernel[axis];
+  const s = a.stride[axis];
+  return (size + a.padding[axis] + a.padding[axis + 2]! - a.dilation[axis] * (k - 1) - 1) % s;
+}
+
+export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'avg_pool2d' | 'unfold' | 'fold'> = {
+  conv2d: (ctx, node, inputs) => {
+    const a = attrsOf(node, 'conv2d');
+    return ctx.node('Conv', inputs, { ...windowAttrs(node.inputs[1]!.shape.slice(2), a), group: { int: a.groups } });
+  },
+  // Explicit pads and output_padding (no auto_pad, no output_shape): ORT then computes exactly the inferred size.
+  conv_transpose2d: (ctx, node, inputs) => {
+    const a = attrsOf(node, 'conv_transpose2d');
+    return ctx.node('ConvTranspose', inputs, {
+      ...windowAttrs(node.inputs[1]!.shape.slice(2), a),
+      group: { int: a.groups },
+      output_padding: { ints: a.outputPadding },
+    });
+  },
+  max_pool2d: (ctx, node, inputs) => {
+    const a = attrsOf(node, 'max_pool2d');
+    return ctx.node('MaxPool', inputs, windowAttrs(a.kernel, a));
+  },
+  avg_pool2d: (ctx, node, inputs) => {
+    const a = attrsOf(node, 'avg_pool2d');
+    return ctx.node('AveragePool', inputs, { ...windowAttrs(a.kernel, a), count_include_pad: { int: a.countIncludePad ? 1 : 0 } });
+  },
+  unfold: (ctx, node, [x]) => {
+    const a = attrsOf(node, 'unfold');
+    const { dtype, shape } = node.inputs[0]!;
+    const k = ctx.constant(oneHotKernel(shape[1]!, a.kernel[0], a.kernel[1], dtype), 'im2col');
+    const [cols] = ctx.node('Conv', [x!, k], { ...windowAttrs(a.kernel, a), group: { int: shape[1]! } });
+    return ctx.node('Reshape', [cols!, ctx.ints(node.outputs[0]!.shape)]);
+  },
+  // col2im as the transposed im2col conv; output_padding recovers rows/columns no window reaches.
+  fold: (ctx, node, [x]) => {
+    const a = attrsOf(node, 'fold');
+    const { dtype, shape: [n, ckk] } = node.inputs[0]!;
+    const c = node.outputs[0]!.shape[1]!;
+    const [h, w] = a.outputSize;
+    const ho = windowOut(h, a.kernel[0], a.stride[0], a.padding[0], a.padding[2], a.dilation[0]);
+    const wo = windowOut(w, a.kernel[1], a.stride[1], a.padding[1], a.padding[3], a.dilation[1]);
+    const [grid] = ctx.node('Reshape', [x!, ctx.ints([n!, ckk!, ho, wo])]);
+    const k = ctx.constant(oneHotKernel(c, a.kernel[0], a.kernel[1], dtype), 'im2col');
+    return ctx.node('ConvTranspose', [grid!, k], {
+      ...windowAttrs(a.kernel, a),
+      group: { int: c },
+      output_padding: { ints: [leftover(h, a, 0), leftover(w, a, 1)] },
+    });
+  },
+};

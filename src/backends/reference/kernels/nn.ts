@@ -1,0 +1,191 @@
+import { RuntimeFailure } from '../../../errors.js';
+import { numel, stridesOf } from '../../../ir/ndarray.js';
+import { normAxis } from '../../../ir/ops.js';
+import type { KernelTable, RefArray } from '../types.js';
+import { forEachStrided, ref } from './util.js';
+
+/** Views `shape` around `axis` as [outer, d, inner] (row-major). */
+function around(shape: readonly number[], axis: number): [number, number, number] {
+  return [numel(shape.slice(0, axis)), shape[axis]!, numel(shape.slice(axis + 1))];
+}
+
+/** An index along an axis of size `d`, negative counting from the end (ONNX); throws when out of range. */
+function wrapIndex(v: number, d: number, op: string, axis: number): number {
+  if (!Number.isInteger(v) || v < -d || v >= d) throw new RuntimeFailure(`reference ${op}: index ${v} is out of range for axis ${axis} of size ${d}`);
+  return v < 0 ? v + d : v;
+}
+
+/**
+ * Calls fn(i, base, at) for each element i of `idx` (same rank as `data`): base is
+ * the data offset of i with its `axis` coordinate set to 0, at the index stored there.
+ */
+function forEachElementIndex(data: readonly number[], idx: RefArray, axis: number, fn: (i: number, base: number, at: number) => void): void {
+  const s = stridesOf(data);
+  forEachStrided(idx.shape, s.map((st, d) => (d === axis ? 0 : st)), (i, base) => fn(i, base, idx.data[i]!));
+}
+
+/** Per-channel statistics of x [N, C, ...] over every axis but 1: mean and biased variance. */
+function channelStats(x: RefArray): { mean: Float64Array; variance: Float64Array } {
+  const [n, c, s] = around(x.shape, 1);
+  const mean = new Float64Array(c);
+  const variance = new Float64Array(c);
+  const m = n * s;
+  for (let ch = 0; ch < c; ch++) {
+    let sum = 0;
+    for (let b = 0; b < n; b++) for (let k = 0; k < s; k++) sum += x.data[(b * c + ch) * s + k]!;
+    const mu = sum / m;
+    let sq = 0;
+    for (let b = 0; b < n; b++) for (let k = 0; k < s; k++) sq += (x.data[(b * c + ch) * s + k]! - mu) ** 2;
+    mean[ch] = mu;
+    variance[ch] = sq / m;
+  }
+  return { mean, variance };
+}
+
+/** y = (x − mean[c]) / sqrt(var[c] + eps) · w[c] + b[c] over x [N, C, ...]. */
+function normalizeChannels(x: RefArray, w: RefArray, b: RefArray, mean: ArrayLike<number>, variance: ArrayLike<number>, eps: number): RefArray {
+  const [n, c, s] = around(x.shape, 1);
+  const y = ref(x.shape);
+  for (let bi = 0; bi < n; bi++) {
+    for (let ch = 0; ch < c; ch++) {
+      const scale = w.data[ch]! / Math.sqrt(variance[ch]! + eps);
+      for (let k = 0; k < s; k++) {
+        const o = (bi * c + ch) * s + k;
+        y.data[o] = (x.data[o]! - mean[ch]!) * scale + b.data[ch]!;
+      }
+    }
+  }
+  return y;
+}
+
+/** Calls fn for each 1-D lane of `shape` along `axis`: at(j) is the offset of lane element j; (o, k) its outer and inner position. */
+function forEachLane(shape: readonly number[], axis: number, fn: (at: (j: number) => number, o: number, k: number) => void): void {
+  const [outer, d, inner] = around(shape, axis);
+  for (let o = 0; o < outer; o++) for (let k = 0; k < inner; k++) fn((j) => (o * d + j) * inner + k, o, k);
+}
+
+export const nnKernels: KernelTable<
+  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk'
+> = {
+  pad: ([x], { pads, mode, value }, [out]) => {
+    const r = x!.shape.length;
+    const xs = stridesOf(x!.shape);
+    const y = ref(out!.shape);
+    const idx = new Array<number>(r).fill(0);
+    for (let i = 0; i < y.data.length; i++) {
+      let off = 0;
+      let inside = true;
+      for (let d = 0; d < r; d++) {
+        const n = x!.shape[d]!;
+        let j = idx[d]! - pads[d]!;
+        // reflect mirrors about the edge element (which is not repeated); pads < n is checked at trace time
+        if (mode === 'reflect') j = j < 0 ? -j : j >= n ? 2 * (n - 1) - j : j;
+        else if (j < 0 || j >= n) inside = false;
+        off += j * xs[d]!;
+      }
+      y.data[i] = inside ? x!.data[off]! : value;
+      for (let d = r - 1; d >= 0; d--) {
+        if (++idx[d]! < out!.shape[d]!) break;
+        idx[d] = 0;
+      }
+    }
+    return [y];
+  },
+  gather: ([x, idx], { axis }, [out]) => {
+    const ax = normAxis(axis, x!.shape.length);
+    const [outer, d, inner] = around(x!.shape, ax);
+    const k = idx!.data.length;
+    const y = ref(out!.shape);
+    for (let j = 0; j < k; j++) {
+      const at = wrapIndex(idx!.data[j]!, d, 'gather', ax);
+      for (let o = 0; o < outer; o++) y.data.set(x!.data.subarray((o * d + at) * inner, (o * d + at + 1) * inner), (o * k + j) * inner);
+    }
+    return [y];
+  },
+  gather_elements: ([x, idx], { axis }) => {
+    const ax = normAxis(axis, x!.shape.length);
+    const d = x!.shape[ax]!;
+    const st = stridesOf(x!.shape)[ax]!;
+    const y = ref(idx!.shape);
+    forEachElementIndex(x!.shape, idx!, ax, (i, base, at) => (y.data[i] = x!.data[base + wrapIndex(at, d, 'gather_elements', ax) * st]!));
+    return [y];
+  },
+  scatter_add: ([x, idx, upd], { axis }) => {
+    const ax = normAxis(axis, x!.shape.length);
+    const d = x!.shape[ax]!;
+    const st = stridesOf(x!.shape)[ax]!;
+    const y = ref(x!.shape, Float64Array.from(x!.data));
+    forEachElementIndex(x!.shape, idx!, ax, (i, base, at) => (y.data[base + wrapIndex(at, d, 'scatter_add', ax) * st]! += upd!.data[i]!));
+    return [y];
+  },
+  reduce_max: ([x], { axes }, [out]) => {
+    const r = x!.shape.length;
+    const reduced = new Set(axes.map((a) => normAxis(a, r)));
+    // Iterate the input; each element maxes into the output index with reduced axes dropped.
+    const keep = x!.shape.map((d, i) => (reduced.has(i) ? 1 : d));
+    const ys = stridesOf(keep).map((st, i) => (reduced.has(i) ? 0 : st));
+    const y = ref(out!.shape, new Float64Array(numel(out!.shape)).fill(-Infinity));
+    forEachStrided(x!.shape, ys, (i, off) => (y.data[off] = Math.max(y.data[off]!, x!.data[i]!)));
+    return [y];
+  },
+  softmax: ([x], { axis }) => [softmaxLanes(x!, normAxis(axis, x!.shape.length), false)],
+  log_softmax: ([x], { axis }) => [softmaxLanes(x!, normAxis(axis, x!.shape.length), true)],
+  layer_norm: ([x, w, b], { axis, epsilon }) => {
+    const ax = normAxis(axis, x!.shape.length);
+    const m = numel(x!.shape.slice(ax));
+    const rows = x!.data.length / Math.max(m, 1);
+    const y = ref(x!.shape);
+    for (let r = 0; r < rows; r++) {
+      const row = x!.data.subarray(r * m, (r + 1) * m);
+      let mu = 0;
+      for (const v of row) mu += v;
+      mu /= m;
+      let variance = 0;
+      for (const v of row) variance += (v - mu) ** 2;
+      const rstd = 1 / Math.sqrt(variance / m + epsilon);
+      for (let j = 0; j < m; j++) y.data[r * m + j] = (row[j]! - mu) * rstd * (w ? w.data[j]! : 1) + (b ? b.data[j]! : 0);
+    }
+    return [y];
+  },
+  batch_norm: ([x, w, b, mean, variance], { epsilon }) => [normalizeChannels(x!, w!, b!, mean!.data, variance!.data, epsilon)],
+  batch_norm_train: ([x, w, b], { epsilon }) => {
+    const { mean, variance } = channelStats(x!);
+    const c = mean.length;
+    return [normalizeChannels(x!, w!, b!, mean, variance, epsilon), ref([c], mean), ref([c], variance)];
+  },
+  topk: ([x], { k, axis, largest }, [out]) => {
+    const ax = normAxis(axis, x!.shape.length);
+    const [, d, inner] = around(x!.shape, ax);
+    const values = ref(out!.shape);
+    const indices = ref(out!.shape);
+    const sign = largest ? -1 : 1;
+    forEachLane(x!.shape, ax, (at, o, i) => {
+      // Sort by value, ties toward the lower index (ONNX TopK; PyTorch's CPU kernel does not promise it).
+      const order = Array.from({ length: d }, (_, j) => j).sort((p, q) => sign * (x!.data[at(p)]! - x!.data[at(q)]!) || p - q);
+      for (let j = 0; j < k; j++) {
+        const dst = (o * k + j) * inner + i;
+        values.data[dst] = x!.data[at(order[j]!)]!;
+        indices.data[dst] = order[j]!;
+      }
+    });
+    return [values, indices];
+  },
+};
+
+function softmaxLanes(x: RefArray, axis: number, log: boolean): RefArray {
+  const y = ref(x.shape);
+  const d = x.shape[axis]!;
+  forEachLane(x.shape, axis, (at) => {
+    // Subtract the lane's max so exp cannot overflow.
+    let mx = -Infinity;
+    for (let j = 0; j < d; j++) mx = Math.max(mx, x.data[at(j)]!);
+    let sum = 0;
+    for (let j = 0; j < d; j++) sum += Math.exp(x.data[at(j)]! - mx);
+    const lse = Math.log(sum);
+    for (let j = 0; j < d; j++) {
+      const v = x.data[at(j)]! - mx - lse;
+      y.data[at(j)] = log ? v : Math.exp(v);
+    }
+  });
+  return y;
+}

@@ -1,0 +1,2 @@
+/** Importing this module registers every family and variant. */
+export * from './registry.js';

@@ -1,0 +1,256 @@
+import { describe, expect, it } from 'vitest';
+import { grad } from '../../src/autodiff/grad.js';
+import { toOnnx } from '../../src/backends/onnx/model.js';
+import { OrtSession } from '../../src/backends/ort/session.js';
+import { interpret } from '../../src/backends/reference/interpreter.js';
+import { AttributeError, ShapeError } from '../../src/errors.js';
+import { NDArray, numel } from '../../src/ir/ndarray.js';
+import { trace } from '../../src/tensor/function.js';
+import {
+  type Conv2dOptions, type PoolOptions, type Tensor, type UnfoldOptions,
+  avgPool2d, constant, conv2d, convTranspose2d, fold, maxPool2d, unfold,
+} from '../../src/tensor/tensor.js';
+import { checkOp, expectClose, randn } from '../helpers/opcheck.js';
+
+/** sin(a·i + b) over the flat index: the inputs of the PyTorch cross-checks. */
+function seq(shape: number[], a = 0.37, b = 0.1): NDArray<'float64'> {
+  return NDArray.float64(shape, Array.from({ length: numel(shape) }, (_, i) => Math.sin(a * i + b)));
+}
+
+/** Small integers with many exact ties. */
+function ints(shape: number[]): NDArray<'float64'> {
+  return NDArray.float64(shape, Array.from({ length: numel(shape) }, (_, i) => Math.round(3 * Math.sin(1.3 * i))));
+}
+
+type ConvT = Conv2dOptions & { outputPadding?: number | readonly [number, number] };
+
+describe('conv2d', () => {
+  const cases: [string, number[], number[], boolean, Conv2dOptions][] = [
+    ['1×1, with bias', [2, 3, 4, 5], [4, 3, 1, 1], true, {}],
+    ['3×3, padding 1', [2, 3, 5, 6], [4, 3, 3, 3], false, { padding: 1 }],
+    ['3×3 stride 2, asymmetric padding, uneven', [1, 2, 7, 6], [3, 2, 3, 3], true, { stride: 2, padding: [1, 0, 2, 1] }],
+    ['5×5 stride 3, uneven', [1, 2, 9, 8], [2, 2, 5, 5], false, { stride: 3, padding: 2 }],
+    ['3×3 dilation 2', [1, 2, 7, 7], [3, 2, 3, 3], true, { dilation: 2, padding: 2 }],
+    ['7×7 stride 2, non-square input', [1, 1, 11, 10], [2, 1, 7, 7], true, { stride: 2, padding: 3 }],
+    ['groups 2', [2, 4, 5, 5], [6, 2, 3, 3], true, { padding: 1, groups: 2 }],
+    ['depthwise with channel multiplier 2, stride 2', [2, 3, 6, 5], [6, 1, 3, 3], true, { stride: 2, padding: 1, groups: 3 }],
+    ['depthwise, dilation 2, stride 3', [1, 4, 8, 7], [4, 1, 3, 3], false, { stride: 3, padding: [2, 1, 0, 2], dilation: 2, groups: 4 }],
+  ];
+  for (const [name, xs, ws, bias, opts] of cases) {
+    it(name, async () => {
+      const inputs = [randn(xs, 1), randn(ws, 2, 0.5), ...(bias ? [randn([ws[0]!], 3)] : [])];
+      await checkOp({ fn: (x, w, b) => conv2d(x, w, b, opts), inputs });
+    });
+  }
+  it('first layer: no input gradient needed', async () => {
+    await checkOp({ fn: (x, w, b) => conv2d(x, w, b, { stride: 2, padding: 1 }), inputs: [randn([2, 2, 5, 5], 4), randn([3, 2, 3, 3], 5), randn([3], 6)], wrt: [1, 2] });
+  });
+  it('matches PyTorch: groups 2, stride [2, 1], dilation [1, 2], asymmetric padding', async () => {
+    const ref = await checkOp({
+      fn: (x, w, b) => conv2d(x, w, b, { stride: [2, 1], dilation: [1, 2], padding: [1, 0, 2, 1], groups: 2 }),
+      inputs: [seq([1, 2, 5, 4]), seq([4, 1, 3, 2], 0.91, 0.3), seq([4], 1.7, 0.2)],
+    });
+    // F.conv2d(F.pad(x, (0, 1, 1, 2)), w, b, stride=(2, 1), dilation=(1, 2), groups=2)
+    expectClose(ref[0]!.data, [
+      -1.07477891777, -0.408491191677, 0.309348064768, 2.72148965721, 1.83194915403, 0.497109638361, -1.05216002734, -0.470355769371, 0.340948616868,
+      1.09943735082, 1.8201848909, 1.68131028276, 0.937415222159, 0.117682323196, -0.0294800907774, 1.23920919515, 1.91832053833, 1.80942516054,
+      1.23625838851, 0.822699602535, -0.238159804626, -2.53999157122, -1.7481938196, -0.520454983254, 1.40710729649, 0.944761456922, -0.0970617547406,
+      -0.43365918023, -1.13936031124, -1.43903528546, -1.64172231501, -0.346416372711, -0.143766593583, -0.182669879163, -0.896438857475, -1.268318825,
+    ], 1e-10, 'conv2d vs PyTorch');
+  });
+});
+
+describe('conv_transpose2d', () => {
+  const cases: [string, number[], number[], boolean, ConvT][] = [
+    ['3×3 stride 1', [2, 3, 4, 4], [3, 2, 3, 3], false, {}],
+    ['1×1 stride 2, output padding 1', [1, 3, 3, 3], [3, 2, 1, 1], true, { stride: 2, outputPadding: 1 }],
+    ['5×5 stride 3, asymmetric padding, non-square', [1, 2, 3, 4], [2, 3, 5, 5], true, { stride: 3, padding: [1, 0, 2, 1], outputPadding: [2, 1] }],
+    ['dilation 2 with output padding ≥ stride', [1, 2, 4, 3], [2, 2, 3, 3], true, { dilation: 2, outputPadding: 1, padding: 1 }],
+    ['groups 3, channel multiplier 2', [2, 3, 4, 4], [3, 2, 3, 3], true, { stride: 2, padding: 1, groups: 3 }],
+    ['depthwise (one output channel per group)', [2, 4, 3, 3], [4, 1, 3, 3], false, { stride: 2, padding: [0, 1, 1, 0], groups: 4 }],
+    ['7×7 stride 2', [1, 1, 3, 2], [1, 2, 7, 7], false, { stride: 2, padding: 3, outputPadding: 1 }],
+  ];
+  for (const [name, xs, ws, bias, opts] of cases) {
+    it(name, async () => {
+      const inputs = [randn(xs, 11), randn(ws, 12, 0.5), ...(bias ? [randn([ws[1]! * (opts.groups ?? 1)], 13)] : [])];
+      await checkOp({ fn: (x, w, b) => convTranspose2d(x, w, b, opts), inputs });
+    });
+  }
+  it('matches PyTorch: groups 2, stride 2, padding 1, output padding 1', async () => {
+    const ref = await checkOp({
+      fn: (x, w, b) => convTranspose2d(x, w, b, { stride: 2, padding: 1, outputPadding: 1, groups: 2 }),
+      inputs: [seq([1, 2, 3, 3]), seq([2, 2, 3, 3], 0.91, 0.3), seq([4], 1.7, 0.2)],
+    });
+    expect(ref[0]!.shape).toEqual([1, 4, 6, 6]);
+    // F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2), first and last channel rows
+    expectClose(ref[0]!.data.subarray(0, 12), [
+      0.127164088471, 0.150213640842, -0.125708464425, -0.167011267387, -0.334678004463, -0.538934332224,
+      1.11170782838, 1.16203058086, 1.30509269646, 1.39003934879, 1.34872835247, 1.70788552697,
+    ], 1e-10, 'conv_transpose2d vs PyTorch (head)');
+    expectClose(ref[0]!.data.subarray(132), [
+      -0.694107331767, -0.455659791181, -0.771523076301, -0.528701956221, -0.857160285798, -0.929389100061,
+      -0.728705116676, -0.998486828295, -0.786734561727, -1.10086999057, -0.850926668548, -0.760848318126,
+    ], 1e-10, 'conv_transpose2d vs PyTorch (tail)');
+  });
+});
+
+/** The gradient of sum(f(x)·gy) on the reference interpreter and on ORT. */
+async function vjpBoth(f: (x: Tensor) => Tensor, x: NDArray, gy: NDArray): Promise<[Float64Array, Float64Array]> {
+  const gy32 = gy.astype('float32');
+  const traced = trace((t) => grad(f(t).mul(constant(gy32)).sum(), [t]), [{ dtype: 'float32', shape: x.shape, name: 'x' }]);
+  const ref = interpret(traced.graph, new Map([[traced.inputs[0]!, x]]))[0]!.data;
+  const session = await OrtSession.create(toOnnx(traced.graph), { threads: 1 });
+  const out = await session.run({ x: x.astype('float32') });
+  await session.release();
+  return [ref, out['output_0']!.toFloat64()];
+}
+
+describe('max_pool2d', () => {
+  const cases: [string, number[], number | [number, number], PoolOptions][] = [
+    ['2×2 stride 2', [2, 3, 6, 6], 2, {}],
+    ['3×3 stride 2 padding 1 (overlapping)', [2, 2, 7, 6], 3, { stride: 2, padding: 1 }],
+    ['3×3 stride 1, asymmetric padding', [1, 2, 5, 5], 3, { stride: 1, padding: [1, 0, 0, 1] }],
+    ['[2, 3] window, stride [1, 2], uneven', [1, 2, 5, 8], [2, 3], { stride: [1, 2] }],
+  ];
+  for (const [name, xs, k, opts] of cases) {
+    it(name, async () => {
+      await checkOp({ fn: (x) => maxPool2d(x, k, opts), inputs: [randn(xs, 21)] });
+    });
+  }
+
+  // Exact ties are not differentiable (finite differences split them), so these compare with PyTorch's choice.
+  const gy = seq([1, 1, 3, 3], 0.53, 0.4);
+  it('ties: the gradient goes to the first maximum of each window only (PyTorch)', async () => {
+    const x = ints([1, 1, 5, 6]);
+    const ref = await checkOp({ fn: (t) => maxPool2d(t, 3, { stride: 2, padding: 1 }), inputs: [x], wrt: [] });
+    expect(Array.from(ref[0]!.data)).toEqual([3, 3, 3, 3, 2, 3, 3, 3, 2]);
+    const [gRef, gOrt] = await vjpBoth((t) => maxPool2d(t, 3, { stride: 2, padding: 1 }), x, gy);
+    const torchGx = [
+      0, 1.19103828319, 0, 0, 0, 0, 0.913413361341, 0, 0, 0, 0, 1.08533300564, 0, 0, 0,
+      0.582330649524, 0, 0, 0, 0, 0, -0.997381061698, 0, 0, 0, -1.2484823107, 0, 0, 0, 0,
+    ];
+    expectClose(gRef, torchGx, 1e-6, 'max_pool2d tie gradient (reference)');
+    expectClose(gOrt, torchGx, 1e-6, 'max_pool2d tie gradient (ORT)');
+  });
+  it('a real 0 maximum next to padding keeps the gradient (padding is -inf)', async () => {
+    const x = ints([1, 1, 5, 6]);
+    for (let i = 0; i < x.size; i++) x.data[i] = Math.min(x.data[i]!, 0);
+    const [gRef, gOrt] = await vjpBoth((t) => maxPool2d(t, 3, { stride: 2, padding: 1 }), x, gy);
+    const torchGx = [
+      0.389418342309, 0.801619940884, 0, 0, 0, 0.993868363412, 0.913413361341, 0.582330649524, 0, 0, 0.0914646422324, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, -0.823984341212, -0.997381061698, 0, 0, 0, -0.424497969484, 0, 0, 0, 0,
+    ];
+    expectClose(gRef, torchGx, 1e-6, 'max_pool2d zero-max gradient (reference)');
+    expectClose(gOrt, torchGx, 1e-6, 'max_pool2d zero-max gradient (ORT)');
+  });
+});
+
+describe('avg_pool2d', () => {
+  const cases: [string, number[], number | [number, number], PoolOptions][] = [
+    ['2×2 stride 2', [2, 3, 6, 6], 2, {}],
+    ['3×3 stride 2 padding 1, count_include_pad', [2, 2, 7, 6], 3, { stride: 2, padding: 1 }],
+    ['3×3 stride 2 padding 1, exclude padding', [2, 2, 7, 6], 3, { stride: 2, padding: 1, countIncludePad: false }],
+    ['[3, 2] window, stride [2, 3], asymmetric padding, exclude padding', [1, 2, 6, 8], [3, 2], { stride: [2, 3], padding: [1, 0, 0, 1], countIncludePad: false }],
+    ['[3, 2] window, stride [2, 3], asymmetric padding, include padding', [1, 2, 6, 8], [3, 2], { stride: [2, 3], padding: [1, 0, 0, 1] }],
+  ];
+  for (const [name, xs, k, opts] of cases) {
+    it(name, async () => {
+      await checkOp({ fn: (x) => avgPool2d(x, k, opts), inputs: [randn(xs, 31)] });
+    });
+  }
+  it('matches PyTorch: 3×3 stride 2 padding 1, with and without padding in the divisor', async () => {
+    const x = seq([1, 1, 5, 6]);
+    const excl = await checkOp({ fn: (t) => avgPool2d(t, 3, { stride: 2, padding: 1, countIncludePad: false }), inputs: [x], wrt: [] });
+    const incl = await checkOp({ fn: (t) => avgPool2d(t, 3, { stride: 2, padding: 1 }), inputs: [x], wrt: [] });
+    expectClose(excl[0]!.data, [0.430337557054, 0.394436821381, 0.185295297569, 0.0685066969336, 0.0561199816586, 0.0173152821402, 0.428272894953, 0.308928031622, 0.0317211824325], 1e-10, 'exclude padding');
+    expectClose(incl[0]!.data, [0.191261136468, 0.262957880921, 0.123530198379, 0.0456711312891, 0.0561199816586, 0.0173152821402, 0.190343508868, 0.205952021082, 0.021147454955], 1e-10, 'include padding');
+  });
+});
+
+describe('unfold', () => {
+  const cases: [string, number[], number | [number, number], UnfoldOptions][] = [
+    ['3×3 padding 1', [2, 2, 4, 5], 3, { padding: 1 }],
+    ['2×2 stride 3, uneven', [1, 2, 8, 7], 2, { stride: 3 }],
+    ['[3, 2] asymmetric padding, dilation 2', [1, 3, 6, 5], [3, 2], { padding: [0, 1, 2, 0], dilation: 2 }],
+  ];
+  for (const [name, xs, k, opts] of cases) {
+    it(name, async () => {
+      await checkOp({ fn: (x) => unfold(x, k, opts), inputs: [randn(xs, 41)] });
+    });
+  }
+  it('matches PyTorch: [2, 3] window, dilation [1, 2], stride 2, padding 1 (channel order c·kh·kw + i·kw + j)', async () => {
+    const ref = await checkOp({ fn: (x) => unfold(x, [2, 3], { dilation: [1, 2], padding: 1, stride: 2 }), inputs: [seq([1, 2, 4, 5])] });
+    expect(ref[0]!.shape).toEqual([1, 12, 6]);
+    expectClose(ref[0]!.data, [
+      0, 0, 0, 0.73223144403, 0, -0.26015749143, 0, 0, 0.73223144403, 0.0815021517603, -0.26015749143, 0.458951486378,
+      0, 0, 0.0815021517603, 0, 0.458951486378, 0, 0, 0.452886285379, 0, -0.856477974165, 0, 0,
+      0.452886285379, 0.935616001553, -0.856477974165, -0.980538397794, 0, 0, 0.935616001553, 0, -0.980538397794, 0, 0, 0,
+      0, 0, 0, -0.290952290566, 0, 0.753670785142, 0, 0, -0.290952290566, -0.859975692061, 0.753670785142, 0.999739337037,
+      0, 0, -0.859975692061, 0, 0.999739337037, 0, 0, 0.999871708718, 0, -0.839504481575, 0, 0,
+      0.999871708718, 0.727573290971, -0.839504481575, -0.253571464495, 0, 0, 0.727573290971, 0, -0.253571464495, 0, 0, 0,
+    ], 1e-10, 'unfold vs PyTorch');
+  });
+});
+
+describe('fold', () => {
+  const cases: [string, number[], [number, number], number | [number, number], UnfoldOptions][] = [
+    ['2×2 stride 2, rows no window reaches', [2, 2 * 4, 4], [5, 5], 2, { stride: 2 }],
+    ['[2, 3] stride [1, 2], overlaps', [1, 2 * 6, 9], [4, 7], [2, 3], { stride: [1, 2] }],
+    ['3×3 dilation 2 stride 2, asymmetric padding', [1, 2 * 9, 6], [6, 5], 3, { stride: 2, dilation: 2, padding: [1, 0, 0, 1] }],
+  ];
+  for (const [name, xs, size, k, opts] of cases) {
+    it(name, async () => {
+      await checkOp({ fn: (x) => fold(x, size, k, opts), inputs: [randn(xs, 51)] });
+    });
+  }
+  it('matches PyTorch: 3×3 stride 1 padding 1 into 4×4 (overlaps summed)', async () => {
+    const ref = await checkOp({ fn: (x) => fold(x, [4, 4], 3, { padding: 1 }), inputs: [seq([1, 18, 16], 0.29, 0.5)] });
+    expectClose(ref[0]!.data, [
+      1.99503660645, 0.227500923512, 0.370325767619, 0.0385315805556, 2.42540583424, 0.858608273542, 0.800686564788, 3.21885402592,
+      -1.17145155698, 0.272118122821, 0.0268479121345, 2.18841487879, -2.25984227091, -0.466283756463, -0.545081594847, -1.18041965511,
+      -2.05709019228, -0.561535114284, -0.578724526998, -1.82161874768, 0.385386610105, -0.459272402606, -0.231480392951, -2.73505237607,
+      3.21972754061, 0.485442081664, 0.668883668098, 0.70682869547, 1.29577483537, 0.556008693283, 0.48635523809, 2.24993190802,
+    ], 1e-10, 'fold vs PyTorch');
+  });
+});
+
+describe('bad inputs', () => {
+  const f32 = (shape: number[]) => ({ dtype: 'float32' as const, shape });
+  const traceWith = (fn: (...xs: Tensor[]) => Tensor, ...shapes: number[][]) => () => trace(fn, shapes.map(f32));
+
+  it('conv2d: wrong input channel count', () => {
+    const t = traceWith((x, w) => conv2d(x, w), [1, 3, 5, 5], [4, 2, 3, 3]);
+    expect(t).toThrow(ShapeError);
+    expect(t).toThrow(/weight \[4, 2, 3, 3\] expects 2 input channels.*input has 3/);
+  });
+  it('conv2d: groups that do not divide the channels', () => {
+    const t = traceWith((x, w) => conv2d(x, w, undefined, { groups: 2 }), [1, 4, 5, 5], [3, 2, 3, 3]);
+    expect(t).toThrow(ShapeError);
+    expect(t).toThrow(/groups 2 must divide in channels 4 and out channels 3/);
+  });
+  it('conv2d: kernel larger than the input', () => {
+    const t = traceWith((x, w) => conv2d(x, w), [1, 1, 2, 4], [1, 1, 3, 3]);
+    expect(t).toThrow(ShapeError);
+    expect(t).toThrow(/3×3 window .* does not fit a 2×4 input.*float32\[1, 1, 2, 4\], float32\[1, 1, 3, 3\]/);
+  });
+  it('conv_transpose2d: weight channels differ from the input', () => {
+    const t = traceWith((x, w) => convTranspose2d(x, w), [1, 3, 4, 4], [2, 2, 3, 3]);
+    expect(t).toThrow(ShapeError);
+    expect(t).toThrow(/weight \[2, 2, 3, 3\] expects 2 input channels, input has 3/);
+  });
+  it('conv_transpose2d: output padding not smaller than the stride', () => {
+    expect(traceWith((x, w) => convTranspose2d(x, w, undefined, { stride: 2, outputPadding: 2 }), [1, 2, 4, 4], [2, 2, 3, 3])).toThrow(AttributeError);
+  });
+  it('conv2d: stride 0', () => {
+    expect(traceWith((x, w) => conv2d(x, w, undefined, { stride: 0 }), [1, 2, 4, 4], [2, 2, 3, 3])).toThrow(AttributeError);
+  });
+  it('pooling: window larger than the input, padding over half the kernel', () => {
+    expect(traceWith((x) => maxPool2d(x, 5), [1, 1, 4, 6])).toThrow(/5×5 window .* does not fit a 4×6 input/);
+    expect(traceWith((x) => avgPool2d(x, 3, { padding: 2 }), [1, 1, 6, 6])).toThrow(AttributeError);
+  });
+  it('fold: block count that does not match the output size', () => {
+    const t = traceWith((x) => fold(x, [5, 5], 2, { stride: 2 }), [1, 8, 5]);
+    expect(t).toThrow(ShapeError);
+    expect(t).toThrow(/5 blocks given, but a 5×5 output has 2×2 = 4/);
+  });
+});

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { NDArray } from '../../src/ir/ndarray.js';
+import { concat, stack } from '../../src/tensor/tensor.js';
+import { checkOp, randn } from '../helpers/opcheck.js';
+
+describe('matmul', () => {
+  it('2-D', async () => {
+    await checkOp({ fn: (a, b) => a.matmul(b), inputs: [randn([3, 4], 1), randn([4, 5], 2)] });
+  });
+  it('batched with broadcasting batch dims', async () => {
+    await checkOp({ fn: (a, b) => a.matmul(b), inputs: [randn([2, 1, 3, 4], 3), randn([3, 4, 2], 4)] });
+  });
+  it('attention-shaped q·kᵀ', async () => {
+    await checkOp({ fn: (q, k) => q.matmul(k.mT), inputs: [randn([2, 2, 5, 3], 5), randn([2, 2, 5, 3], 6)] });
+  });
+});
+
+describe('layout ops', () => {
+  it('reshape with -1', async () => {
+    await checkOp({ fn: (x) => x.reshape(3, -1).mul(x.reshape(3, 8)), inputs: [randn([2, 3, 4], 7)] });
+  });
+  it('permute and transpose, negative axes', async () => {
+    await checkOp({ fn: (x) => x.permute(2, 0, 1).transpose(-1, -3), inputs: [randn([2, 3, 4], 8)] });
+  });
+  it('expand with -1 and new leading dims', async () => {
+    await checkOp({ fn: (x) => x.expand(2, -1, 4), inputs: [randn([3, 1], 9)] });
+  });
+  it('unsqueeze, squeeze, flatten', async () => {
+    await checkOp({ fn: (x) => x.unsqueeze(1).flatten(2).squeeze(1), inputs: [randn([2, 3, 4], 10)] });
+  });
+  it('slice with steps, negative starts and clamped ends', async () => {
+    await checkOp({ fn: (x) => x.slice(0, 1, undefined, 2).slice(-1, -4, 100, 3), inputs: [randn([5, 7], 11)] });
+  });
+  it('concat and stack', async () => {
+    await checkOp({ fn: (a, b) => concat([a, b, a], 1).add(stack([a, a, a], -1).sum(-1).slice(1, 0, 1).expand(2, 8)), inputs: [randn([2, 3], 12), randn([2, 2], 13)] });
+  });
+  it('split and chunk', async () => {
+    await checkOp({ fn: (x) => { const [a, b] = x.split([2, 4], 1); const [c, d] = b!.chunk(2, 1); return a!.mul(c!).sub(d!); }, inputs: [randn([3, 6], 14)] });
+  });
+  it('roll matches torch.roll', async () => {
+    const x = NDArray.float64([2, 3], [0, 1, 2, 3, 4, 5]);
+    const [y] = await checkOp({ fn: (t) => t.roll([1, -1], [0, 1]), inputs: [x] });
+    // torch.roll(torch.arange(6.).view(2,3), (1,-1), (0,1)) = [[4,5,3],[1,2,0]]
+    expect(Array.from(y!.data)).toEqual([4, 5, 3, 1, 2, 0]);
+  });
+});
+
+describe('reductions', () => {
+  it('sum over axes, keepdim', async () => {
+    await checkOp({ fn: (x) => x.sum([0, 2], true), inputs: [randn([2, 3, 4], 15)] });
+  });
+  it('sum of everything', async () => {
+    await checkOp({ fn: (x) => x.sum(), inputs: [randn([2, 3], 16)] });
+  });
+  it('mean over a negative axis', async () => {
+    await checkOp({ fn: (x) => x.mean(-1), inputs: [randn([2, 3, 4], 17)] });
+  });
+  it('var (biased and unbiased)', async () => {
+    await checkOp({ fn: (x) => x.var(1, false).add(x.var(1, false, true)), inputs: [randn([3, 5], 18)] });
+  });
+});
