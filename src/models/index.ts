@@ -1,2 +1,9 @@
 /** Importing this module registers every family and variant. */
 export * from './registry.js';
+import './acmix.js';
+export * from './acmix.js';
+export * from './mixformer.js';
+import './vit.js';
+export * from './vit.js';
+import './ceit.js';
+export * from './ceit.js';

@@ -65,7 +65,8 @@ describe('conv_transpose2d', () => {
     ['3×3 stride 1', [2, 3, 4, 4], [3, 2, 3, 3], false, {}],
     ['1×1 stride 2, output padding 1', [1, 3, 3, 3], [3, 2, 1, 1], true, { stride: 2, outputPadding: 1 }],
     ['5×5 stride 3, asymmetric padding, non-square', [1, 2, 3, 4], [2, 3, 5, 5], true, { stride: 3, padding: [1, 0, 2, 1], outputPadding: [2, 1] }],
-    ['dilation 2 with output padding ≥ stride', [1, 2, 4, 3], [2, 2, 3, 3], true, { dilation: 2, outputPadding: 1, padding: 1 }],
+    ['dilation 2 with output padding ≥ stride, absorbed by the padding', [1, 2, 4, 3], [2, 2, 3, 3], true, { dilation: 2, outputPadding: 1, padding: 1 }],
+    ['dilation 2 with output padding ≥ stride, beyond the padding', [1, 2, 4, 3], [2, 2, 3, 3], true, { dilation: [2, 3], outputPadding: [1, 2], padding: [1, 0, 0, 1] }],
     ['groups 3, channel multiplier 2', [2, 3, 4, 4], [3, 2, 3, 3], true, { stride: 2, padding: 1, groups: 3 }],
     ['depthwise (one output channel per group)', [2, 4, 3, 3], [4, 1, 3, 3], false, { stride: 2, padding: [0, 1, 1, 0], groups: 4 }],
     ['7×7 stride 2', [1, 1, 3, 2], [1, 2, 7, 7], false, { stride: 2, padding: 3, outputPadding: 1 }],
@@ -91,6 +92,28 @@ describe('conv_transpose2d', () => {
       -0.694107331767, -0.455659791181, -0.771523076301, -0.528701956221, -0.857160285798, -0.929389100061,
       -0.728705116676, -0.998486828295, -0.786734561727, -1.10086999057, -0.850926668548, -0.760848318126,
     ], 1e-10, 'conv_transpose2d vs PyTorch (tail)');
+  });
+  it('matches PyTorch: output padding ≥ stride (stride 1, dilation 2), with and without padding to absorb it', async () => {
+    const inputs = [seq([1, 2, 4, 3]), seq([2, 2, 3, 3], 0.91, 0.3), seq([2], 1.7, 0.2)];
+    const lastRows = (r: { shape: readonly number[]; data: Float64Array }, rows: number) => {
+      const [, c, h, w] = r.shape as [number, number, number, number];
+      return Array.from({ length: c }, (_, ci) => Array.from(r.data.subarray((ci * h + h - rows) * w, (ci + 1) * h * w))).flat();
+    };
+    const pad1 = await checkOp({ fn: (x, w, b) => convTranspose2d(x, w, b, { dilation: 2, padding: 1, outputPadding: 1 }), inputs, wrt: [] });
+    expect(pad1[0]!.shape).toEqual([1, 2, 7, 6]);
+    expectClose(lastRows(pad1[0]!, 1), [
+      0.366989558745, -0.460277653588, -0.839791082854, -1.95423768735, -1.24435222693, -1.29655223132,
+      -0.474504726409, -0.927228504868, 0.325305006802, 0.864104503403, 1.60483871909, 1.48680011724,
+    ], 1e-10, 'padding 1');
+    const pad0 = await checkOp({ fn: (x, w, b) => convTranspose2d(x, w, b, { dilation: 2, outputPadding: 1 }), inputs, wrt: [] });
+    expect(pad0[0]!.shape).toEqual([1, 2, 9, 8]);
+    // The output-padding row gets only the bias.
+    expectClose(lastRows(pad0[0]!, 2), [
+      0.192496999029, 0.366989558745, -0.460277653588, -0.839791082854, -1.95423768735, -1.24435222693, -1.29655223132, 0.198669330795,
+      0.198669330795, 0.198669330795, 0.198669330795, 0.198669330795, 0.198669330795, 0.198669330795, 0.198669330795, 0.198669330795,
+      -0.217780369329, -0.474504726409, -0.927228504868, 0.325305006802, 0.864104503403, 1.60483871909, 1.48680011724, 0.946300087687,
+      0.946300087687, 0.946300087687, 0.946300087687, 0.946300087687, 0.946300087687, 0.946300087687, 0.946300087687, 0.946300087687,
+    ], 1e-10, 'padding 0');
   });
 });
 
@@ -196,7 +219,7 @@ describe('fold', () => {
   const cases: [string, number[], [number, number], number | [number, number], UnfoldOptions][] = [
     ['2×2 stride 2, rows no window reaches', [2, 2 * 4, 4], [5, 5], 2, { stride: 2 }],
     ['[2, 3] stride [1, 2], overlaps', [1, 2 * 6, 9], [4, 7], [2, 3], { stride: [1, 2] }],
-    ['3×3 dilation 2 stride 2, asymmetric padding', [1, 2 * 9, 6], [6, 5], 3, { stride: 2, dilation: 2, padding: [1, 0, 0, 1] }],
+    ['3×3 dilation 2 stride 2, asymmetric padding', [1, 2 * 9, 6], [7, 8], 3, { stride: 2, dilation: 2, padding: [1, 0, 0, 1] }],
   ];
   for (const [name, xs, size, k, opts] of cases) {
     it(name, async () => {

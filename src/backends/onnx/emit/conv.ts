@@ -38,14 +38,25 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
     const a = attrsOf(node, 'conv2d');
     return ctx.node('Conv', inputs, { ...windowAttrs(node.inputs[1]!.shape.slice(2), a), group: { int: a.groups } });
   },
-  // Explicit pads and output_padding (no auto_pad, no output_shape): ORT then computes exactly the inferred size.
+  // Explicit pads and output_padding (no auto_pad, no output_shape): ORT then computes exactly the
+  // inferred size. ORT rejects output_padding ≥ stride (allowed up to the dilation, as in PyTorch);
+  // only the begin pads place the output, so the excess comes off the end pads instead, and what
+  // they cannot absorb is zero-padded afterwards, with the bias added after that to cover it.
   conv_transpose2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'conv_transpose2d');
-    return ctx.node('ConvTranspose', inputs, {
-      ...windowAttrs(node.inputs[1]!.shape.slice(2), a),
+    const outPad = [0, 1].map((i) => Math.min(a.outputPadding[i]!, a.stride[i]! - 1));
+    const endPad = [0, 1].map((i) => a.padding[i + 2]! - a.outputPadding[i]! + outPad[i]!);
+    const attrs = {
+      ...windowAttrs(node.inputs[1]!.shape.slice(2), { ...a, padding: [a.padding[0], a.padding[1], Math.max(endPad[0]!, 0), Math.max(endPad[1]!, 0)] }),
       group: { int: a.groups },
-      output_padding: { ints: a.outputPadding },
-    });
+      output_padding: { ints: outPad },
+    };
+    if (endPad.every((p) => p >= 0)) return ctx.node('ConvTranspose', inputs, attrs);
+    const [y] = ctx.node('ConvTranspose', inputs.slice(0, 2), attrs);
+    const [padded] = ctx.node('Pad', [y!, ctx.ints([0, 0, 0, 0, 0, 0, Math.max(-endPad[0]!, 0), Math.max(-endPad[1]!, 0)])]);
+    if (inputs.length < 3) return [padded!];
+    const [bias] = ctx.node('Reshape', [inputs[2]!, ctx.ints([-1, 1, 1])]);
+    return ctx.node('Add', [padded!, bias!]);
   },
   max_pool2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'max_pool2d');

@@ -1,0 +1,133 @@
+/**
+ * bench/ops: forward and forward+backward latency of the core ops through
+ * our traced graphs on ONNX Runtime, at 1 and 2 threads, and — when
+ * `python3 -c 'import torch'` works — the same ops in PyTorch in the same
+ * run, with the ratio (ours / PyTorch; < 1 means we are faster).
+ *
+ *   npx tsx bench/ops.ts [--reps 15] [--threads 1,2]
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { grad } from '../src/autodiff/grad.js';
+import { type TensorFn } from '../src/tensor/function.js';
+import { compile } from '../src/backends/compile.js';
+import { NDArray } from '../src/ir/ndarray.js';
+import { Rng } from '../src/rng.js';
+import { type Tensor, batchNormTrain, conv2d, layerNorm } from '../src/tensor/tensor.js';
+
+interface Case {
+  name: string;
+  kind: 'conv' | 'attention' | 'layernorm' | 'batchnorm';
+  x: number[];
+  w?: number[];
+  padding?: number;
+  groups?: number;
+  heads?: number;
+}
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1]! : dflt;
+};
+const reps = Number(opt('reps', '15'));
+const threadList = opt('threads', '1,2').split(',').map(Number);
+const casesPath = fileURLToPath(new URL('./ops_cases.json', import.meta.url));
+const cases = JSON.parse(readFileSync(casesPath, 'utf8')) as Case[];
+
+function randn(shape: readonly number[], rng: Rng): NDArray {
+  const a = NDArray.float32(shape);
+  for (let i = 0; i < a.size; i++) a.data[i] = rng.normal();
+  return a;
+}
+
+/** The op as a function of (x, ...params), and the parameter shapes. */
+function build(c: Case): { fn: (x: Tensor, ...p: Tensor[]) => Tensor; params: number[][] } {
+  switch (c.kind) {
+    case 'conv':
+      return { fn: (x, w) => conv2d(x, w!, undefined, { padding: c.padding, groups: c.groups }), params: [c.w!] };
+    case 'attention': {
+      const [b, n, ch] = c.x as [number, number, number];
+      const h = c.heads!;
+      return {
+        fn: (x, wq, bq, wp, bp) => {
+          const qkv = x.matmul(wq!.mT).add(bq!).reshape(b, n, 3, h, ch / h).permute(2, 0, 3, 1, 4);
+          const [q, k, v] = [0, 1, 2].map((i) => qkv.select(0, i)) as [Tensor, Tensor, Tensor];
+          const a = q.mul((ch / h) ** -0.5).matmul(k.mT).softmax(-1);
+          return a.matmul(v).transpose(1, 2).reshape(b, n, ch).matmul(wp!.mT).add(bp!);
+        },
+        params: [[3 * ch, ch], [3 * ch], [ch, ch], [ch]],
+      };
+    }
+    case 'layernorm':
+      return { fn: (x, w, bb) => layerNorm(x, w, bb, 1e-5), params: [[c.x.at(-1)!], [c.x.at(-1)!]] };
+    case 'batchnorm':
+      return { fn: (x, w, bb) => batchNormTrain(x, w!, bb!, 1e-5)[0], params: [[c.x[1]!], [c.x[1]!]] };
+  }
+}
+
+async function median(f: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 2; i++) await f();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await f();
+    ts.push(performance.now() - t0);
+  }
+  ts.sort((a, b) => a - b);
+  return ts[ts.length >> 1]!;
+}
+
+async function ours(c: Case, threads: number): Promise<{ fwd: number; fwdbwd: number }> {
+  const rng = new Rng(0);
+  const { fn, params } = build(c);
+  const x = randn(c.x, rng);
+  const ps = params.map((s) => randn(s, rng));
+  const fwd = compile(fn as TensorFn, { threads });
+  const yShape = fwd.traced(x, ...ps).graph.outputs[0]!.shape;
+  const cot = randn(yShape, rng);
+  // forward + backward as one graph: outputs the gradients for x and every parameter
+  const fb = compile(
+    ((xx: Tensor, cc: Tensor, ...pp: Tensor[]) => {
+      const y = fn(xx, ...pp);
+      return grad(y, [xx, ...pp], cc);
+    }) as TensorFn,
+    { threads },
+  );
+  const res = { fwd: await median(() => fwd(x, ...ps)), fwdbwd: await median(() => fb(x, cot, ...ps)) };
+  await fwd.release();
+  await fb.release();
+  return res;
+}
+
+function torchTimes(threads: number): Map<string, { fwd: number; fwdbwd: number }> | undefined {
+  const script = fileURLToPath(new URL('./torch_ops.py', import.meta.url));
+  for (const py of ['python3', '/usr/bin/python3']) {
+    try {
+      execFileSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
+    } catch {
+      continue;
+    }
+    const out = execFileSync(py, [script, JSON.stringify(cases), String(threads), String(reps)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    const rows = JSON.parse(out) as { name: string; fwd: number; fwdbwd: number }[];
+    return new Map(rows.map((r) => [r.name, r]));
+  }
+  return undefined;
+}
+
+const fmt = (ms: number) => ms.toFixed(1).padStart(8);
+console.log(`bench/ops: median of ${reps} runs (ms); ratio = ours / PyTorch (< 1: faster)\n`);
+for (const threads of threadList) {
+  const torch = torchTimes(threads);
+  if (!torch && threads === threadList[0]) console.log('(PyTorch not found: python3 -c "import torch" failed; showing ours only)\n');
+  console.log(`threads = ${threads}`);
+  console.log(`${'op'.padEnd(32)}${'fwd'.padStart(8)}${'fwd+bwd'.padStart(9)}${torch ? `${'torch fwd'.padStart(10)}${'torch f+b'.padStart(10)}${'ratio f'.padStart(9)}${'ratio f+b'.padStart(10)}` : ''}`);
+  for (const c of cases) {
+    const o = await ours(c, threads);
+    const t = torch?.get(c.name);
+    const tail = t ? `${fmt(t.fwd).padStart(10)}${fmt(t.fwdbwd).padStart(10)}${(o.fwd / t.fwd).toFixed(2).padStart(9)}${(o.fwdbwd / t.fwdbwd).toFixed(2).padStart(10)}` : '';
+    console.log(`${c.name.padEnd(32)}${fmt(o.fwd)}${fmt(o.fwdbwd).padStart(9)}${tail}`);
+  }
+  console.log('');
+}

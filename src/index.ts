@@ -1,0 +1,40 @@
+/**
+ * volution: hybrid convolution + self-attention vision models in
+ * TypeScript. The public API: tensors and tracing, autodiff, compile/export,
+ * modules, models, checkpoints.
+ */
+export * from './errors.js';
+export { NDArray, type DType } from './ir/ndarray.js';
+export type { Graph, Value, ValueType } from './ir/graph.js';
+export {
+  Tensor,
+  Parameter,
+  constant,
+  full,
+  zeros,
+  arange,
+  concat,
+  stack,
+  where,
+  oneHot,
+  conv2d,
+  convTranspose2d,
+  maxPool2d,
+  avgPool2d,
+  unfold,
+  fold,
+  layerNorm,
+  batchNorm,
+  batchNormTrain,
+  type TensorLike,
+} from './tensor/tensor.js';
+export { trace, type Traced, type TensorFn } from './tensor/function.js';
+export { grad } from './autodiff/grad.js';
+export { compile, exportOnnx, type CompileOptions, type CompiledFn } from './backends/compile.js';
+export { toOnnx } from './backends/onnx/model.js';
+export { OrtSession, type OrtOptions } from './backends/ort/session.js';
+export { Rng } from './rng.js';
+export * as nn from './nn/index.js';
+export { Module } from './nn/module.js';
+export { runModule, type RunOptions, type RunResult } from './nn/run.js';
+export * from './models/index.js';

@@ -1,0 +1,98 @@
+/**
+ * The compiled train step: forward, loss, gradients, optional global-norm
+ * clipping and the optimizer update, traced into ONE graph that runs on
+ * ONNX Runtime. Parameters, optimizer state and BatchNorm statistics are
+ * inputs of the graph and come back as outputs (Trace.assign), so nothing
+ * leaves native code between forward and update.
+ */
+import { grad } from '../autodiff/grad.js';
+import { type CompiledFn, compile } from '../backends/compile.js';
+import { NonFiniteError } from '../errors.js';
+import { NDArray } from '../ir/ndarray.js';
+import type { Module } from '../nn/module.js';
+import { type Parameter, type Tensor, where } from '../tensor/tensor.js';
+import { type ParamGroup, type Optimizer } from './optim.js';
+
+export type LossFn = (logits: Tensor, target: Tensor) => Tensor;
+
+export interface TrainStepOptions {
+  optimizer: Optimizer;
+  groups: readonly ParamGroup[];
+  loss: LossFn;
+  /** Clip gradients to this global L2 norm (timm's clip_grad 'norm'); off when undefined. */
+  clipGradNorm?: number;
+  threads?: number;
+  /** Seed of the dropout / drop-path noise stream. */
+  seed?: number;
+}
+
+export interface StepResult {
+  loss: number;
+  logits: NDArray;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+}
+
+export class TrainStep {
+  private readonly fn: CompiledFn;
+  private stepCount = 0;
+
+  constructor(
+    readonly model: Module,
+    readonly opts: TrainStepOptions,
+  ) {
+    const params = opts.groups.flatMap((g) => g.params);
+    this.fn = compile(
+      (x, target, lr, step) => {
+        const wasTraining = model.training;
+        model.train();
+        const logits = model.call(x!);
+        model.train(wasTraining);
+        const loss = opts.loss(logits, target!);
+        const gs = grad(loss, params);
+        const norm = gs.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
+        let scale: Tensor | undefined;
+        if (opts.clipGradNorm !== undefined) {
+          // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6))
+          scale = where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
+        }
+        const grads = new Map<Parameter, Tensor>(params.map((p, i) => [p, scale ? gs[i]!.mul(scale) : gs[i]!]));
+        opts.optimizer.update(opts.groups, grads, { lr: lr!, step: step! });
+        return [loss, logits, norm];
+      },
+      { threads: opts.threads, seed: opts.seed },
+    );
+  }
+
+  /** Number of steps taken (the optimizer's step count; restored on resume). */
+  get steps(): number {
+    return this.stepCount;
+  }
+
+  set steps(n: number) {
+    this.stepCount = n;
+  }
+
+  /**
+   * One step on a batch. When the loss comes out NaN or Inf, every tensor
+   * the step would have changed is put back and a NonFiniteError names the
+   * step, so the run can stop with its last good state.
+   */
+  async run(x: NDArray, target: NDArray, lr: number): Promise<StepResult> {
+    const step = this.stepCount + 1;
+    const inputs = [x, target, NDArray.float32([], [lr]), NDArray.float32([], [step])];
+    const before = this.fn.traced(...inputs).updates.map(([p]) => [p as { data: NDArray }, p.data] as const);
+    const [loss, logits, norm] = await this.fn(...inputs);
+    const l = loss!.get(0);
+    if (!Number.isFinite(l)) {
+      for (const [p, d] of before) p.data = d;
+      throw new NonFiniteError(`training diverged: the loss is ${l} at step ${step}; the parameters were left as before this step. Lower the learning rate or enable gradient clipping.`);
+    }
+    this.stepCount = step;
+    return { loss: l, logits: logits!, gradNorm: norm!.get(0) };
+  }
+
+  async release(): Promise<void> {
+    await this.fn.release();
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Optimizer steps against torch.optim: a Linear(3, 2) with fixed weights,
+ * label-smoothed cross-entropy, three steps; weight decay on the weight
+ * only. Expected values from PyTorch 1.13 in float64 (our step runs in
+ * float32 on ONNX Runtime, hence the 1e-5 tolerance).
+ */
+import { describe, expect, it } from 'vitest';
+import { NDArray } from '../../src/ir/ndarray.js';
+import { Linear } from '../../src/nn/layers.js';
+import { Rng } from '../../src/rng.js';
+import { crossEntropy } from '../../src/train/losses.js';
+import { AdamW, type Optimizer, SGD } from '../../src/train/optim.js';
+import { TrainStep } from '../../src/train/step.js';
+import { expectClose } from '../helpers/opcheck.js';
+
+const torchRef = {
+  sgd: { w: [1.1959442092105514, 0.9266106537912033, -0.5471032863687391, -0.7158932878980513, -0.638580101003703, 0.2590727335812394], b: [-0.32228395588680364, 0.32228395588680403], losses: [1.3330364423665524, 0.4964307027906816, 0.26672171254034827] },
+  sgd_damp: { w: [1.0155424407886664, 0.6192931775673647, -0.5029998104037132, -0.527353096413666, -0.3263795709423645, 0.21008620377871362], b: [-0.2636127181237564, 0.26361271812375675], losses: [1.3330364423665524, 0.797105605786768, 0.3955765160365865] },
+  adamw: { w: [0.3977103346054971, 0.09998538864216001, 0.005544600104472011, 0.10079116489450288, 0.19911551105783995, -0.304645499804472], b: [-0.24237680127412803, 0.24237680127412808], losses: [1.3330364423665524, 1.052246186504638, 0.8168934685714565] },
+  adamw_clip: { w: [0.39962022069259845, 0.10078578600933306, 0.0019097805143952484, 0.09888127880740155, 0.1983151136906669, -0.3010106802143952], b: [-0.24628407206356417, 0.24628407206356417], losses: [1.3330364423665524, 1.0522463324919362, 0.8158710209127376] },
+};
+
+async function run(opt: Optimizer, lr: number, clip?: number) {
+  const lin = new Linear(3, 2, { rng: new Rng(0) }).nameParameters();
+  lin.weight.data = NDArray.float32([2, 3], [0.1, -0.2, 0.3, 0.4, 0.5, -0.6]);
+  lin.bias!.data = NDArray.float32([2], [0.05, -0.05]);
+  const step = new TrainStep(lin, {
+    optimizer: opt,
+    groups: [
+      { params: [lin.weight], weightDecay: 0.01 },
+      { params: [lin.bias!], weightDecay: 0 },
+    ],
+    loss: (logits, t) => crossEntropy(logits, t, { labelSmoothing: 0.1 }),
+    clipGradNorm: clip,
+  });
+  const x = NDArray.float32([4, 3], [1, 2, 3, -1, 0, 1, 0.5, -0.5, 2, 2, 1, 0]);
+  const t = NDArray.int64([4], [0, 1, 1, 0]);
+  const losses: number[] = [];
+  for (let i = 0; i < 3; i++) losses.push((await step.run(x, t, lr)).loss);
+  await step.release();
+  return { w: Array.from(lin.weight.data.toFloat64()), b: Array.from(lin.bias!.data.toFloat64()), losses };
+}
+
+describe('optimizers match torch.optim over three steps', () => {
+  const cases: [keyof typeof torchRef, () => Optimizer, number, number?][] = [
+    ['sgd', () => new SGD({ momentum: 0.9, nesterov: true }), 0.5],
+    ['sgd_damp', () => new SGD({ momentum: 0.9, dampening: 0.3 }), 0.5],
+    ['adamw', () => new AdamW({ betas: [0.9, 0.99] }), 0.1],
+    ['adamw_clip', () => new AdamW(), 0.1, 0.05],
+  ];
+  for (const [name, make, lr, clip] of cases) {
+    it(name, async () => {
+      const got = await run(make(), lr, clip);
+      const ref = torchRef[name];
+      expectClose(got.losses, ref.losses, 1e-5, `${name} losses`);
+      expectClose(got.w, ref.w, 1e-5, `${name} weight`);
+      expectClose(got.b, ref.b, 1e-5, `${name} bias`);
+    });
+  }
+  it('a non-finite loss stops with a typed error and leaves the parameters untouched', async () => {
+    const lin = new Linear(2, 2, { rng: new Rng(0) }).nameParameters();
+    const step = new TrainStep(lin, { optimizer: new SGD(), groups: [{ params: [lin.weight, lin.bias!], weightDecay: 0 }], loss: crossEntropy });
+    const before = Array.from(lin.weight.data.toFloat64());
+    await expect(step.run(NDArray.float32([1, 2], [NaN, 1]), NDArray.int64([1], [0]), 0.1)).rejects.toThrow(/loss is NaN at step 1/);
+    expect(Array.from(lin.weight.data.toFloat64())).toEqual(before);
+    expect(step.steps).toBe(0);
+  });
+});
