@@ -7,3 +7,5 @@ import './vit.js';
 export * from './vit.js';
 import './ceit.js';
 export * from './ceit.js';
+import './uniformer.js';
+export * from './uniformer.js';

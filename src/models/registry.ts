@@ -5,6 +5,7 @@
  * the official constructor's snake_case options.
  */
 import { ConfigError } from '../errors.js';
+import type { NDArray } from '../ir/ndarray.js';
 import { Module } from '../nn/module.js';
 import { Rng } from '../rng.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -63,6 +64,12 @@ export interface FamilyEntry<C extends object = object> {
   readonly defaults: C;
   /** Builds a model from a full config. */
   build(config: C, rng: Rng): ClassifierModel;
+  /**
+   * Maps a published checkpoint's state dict onto `model`'s keys before
+   * strict loading (drop training-only heads, resample position embeddings,
+   * convert another framework's layout). Without it, keys load as they are.
+   */
+  filterCheckpoint?(tensors: ReadonlyMap<string, NDArray>, model: ClassifierModel): Map<string, NDArray>;
 }
 
 export interface VariantEntry {

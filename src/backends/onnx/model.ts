@@ -119,6 +119,17 @@ export class EmitContext {
   }
 }
 
+/** A reshape/expand target: −1 is inferred (Reshape), 'batch' is dim 0 of the first graph input at run time. */
+export type ShapeTarget = readonly (number | 'batch')[];
+
+/** Emits a reshape/expand with a target that may use the runtime batch (Shape of the first input, dim 0). */
+function emitShapeTarget(ctx: EmitContext, node: Node, x: string, target: ShapeTarget, batch: () => string): string[] {
+  const shape = target.includes('batch')
+    ? ctx.node('Concat', target.map((d) => (d === 'batch' ? batch() : ctx.ints([d]))), { axis: { int: 0 } })[0]!
+    : ctx.ints(target as readonly number[]);
+  return ctx.node(node.op === 'reshape' ? 'Reshape' : 'Expand', [x, shape]);
+}
+
 export interface EmitOptions {
   /** How the graph's 'param' inputs are stored: as initializers (inference) or as graph inputs (training). */
   params?: 'initializers' | 'inputs';
@@ -128,6 +139,11 @@ export interface EmitOptions {
   outputNames?: readonly string[];
   /** Symbolic dimension names for input/output shapes, e.g. {0: 'batch'} (used by export). */
   symbolicDims?: ReadonlyMap<Value, ReadonlyMap<number, string>>;
+  /**
+   * Targets to emit for `reshape`/`expand` nodes instead of their static
+   * shapes (dynamic-batch export, see `passes/dynamic_batch.ts`).
+   */
+  shapeTargets?: ReadonlyMap<Node, ShapeTarget>;
   producer?: string;
   docString?: string;
   metadata?: Readonly<Record<string, string>>;
@@ -164,12 +180,20 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
       ctx.initializers.push(tensorProto(name, val));
     } else inputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
   }
+  let batchName: string | undefined;
+  const batch = () => {
+    const first = graph.inputs.find((v) => v.role === 'input');
+    if (!first) throw new RuntimeFailure('onnx: a batch-dependent shape target needs a graph input to take the batch from');
+    return (batchName ??= ctx.node('Shape', [ctx.name(first)], { start: { int: 0 }, end: { int: 1 } })[0]!);
+  };
   const live = graph.liveNodes();
   for (const node of live) {
     const emitter = EMITTERS[node.op];
     if (!emitter) throw new RuntimeFailure(`onnx: op '${node.op}' has no ONNX lowering`);
     ctx.setCurrent(node);
-    const outs = (emitter as (c: EmitContext, n: Node, i: readonly string[]) => string[])(ctx, node, node.inputs.map((v) => ctx.name(v)));
+    const inputs = node.inputs.map((v) => ctx.name(v));
+    const target = opts.shapeTargets?.get(node);
+    const outs = target ? emitShapeTarget(ctx, node, inputs[0]!, target, batch) : (emitter as (c: EmitContext, n: Node, i: readonly string[]) => string[])(ctx, node, inputs);
     node.outputs.forEach((v, i) => ctx.bind(v, outs[i]!));
   }
   ctx.setCurrent(undefined);
