@@ -5,10 +5,13 @@
  */
 export class Rng {
   private s: Uint32Array;
+  /** Box–Muller makes normals in pairs; the second waits here. */
+  private spare: number | undefined;
 
   constructor(seed: number | Uint32Array) {
     if (seed instanceof Uint32Array) {
-      this.s = Uint32Array.from(seed);
+      this.s = Uint32Array.from(seed.subarray(0, 4));
+      if (seed.length === 7 && seed[4]) this.spare = new Float64Array(seed.slice(5, 7).buffer)[0];
       return;
     }
     this.s = new Uint32Array(4);
@@ -22,9 +25,15 @@ export class Rng {
     }
   }
 
-  /** The generator's state, for checkpoints. */
+  /** The generator's full state, for checkpoints: `new Rng(rng.state)` continues the same stream. */
   get state(): Uint32Array {
-    return Uint32Array.from(this.s);
+    const out = new Uint32Array(7);
+    out.set(this.s);
+    if (this.spare !== undefined) {
+      out[4] = 1;
+      out.set(new Uint32Array(Float64Array.of(this.spare).buffer), 5);
+    }
+    return out;
   }
 
   /** A uint32. */
@@ -46,11 +55,17 @@ export class Rng {
     return (this.nextU32() * 2 ** 21 + (this.nextU32() >>> 11)) / 2 ** 53;
   }
 
-  /** Standard normal (Box–Muller). */
+  /** Standard normal (Box–Muller, both values used). */
   normal(): number {
-    const u = 1 - this.uniform();
-    const v = this.uniform();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+    if (this.spare !== undefined) {
+      const z = this.spare;
+      this.spare = undefined;
+      return z;
+    }
+    const r = Math.sqrt(-2 * Math.log(1 - this.uniform()));
+    const t = 2 * Math.PI * this.uniform();
+    this.spare = r * Math.sin(t);
+    return r * Math.cos(t);
   }
 
   /** Integer in [0, n). */

@@ -5,7 +5,6 @@
 import { readFile } from 'node:fs/promises';
 import { FormatError } from '../errors.js';
 import type { NDArray } from '../ir/ndarray.js';
-import type { DecodeOptions } from './elements.js';
 import { readPdparams } from './paddle.js';
 import { readSafetensors } from './safetensors.js';
 import { extractStateDict, isLegacyTorch, readTorchCheckpoint } from './torch.js';
@@ -38,7 +37,8 @@ export interface CheckpointFile {
   skipped: string[];
 }
 
-export type LoadCheckpointOptions = DecodeOptions & TorchLoadOptions & ExtractOptions;
+/** `keepFloat64` applies to every format; `maxTensorBytes` and `key` to torch checkpoints. */
+export type LoadCheckpointOptions = TorchLoadOptions & ExtractOptions;
 
 /**
  * Identifies a checkpoint by its content: a safetensors header, a zip
@@ -92,5 +92,7 @@ export function readCheckpoint(bytes: Uint8Array, opts: LoadCheckpointOptions = 
 
 /** Reads a checkpoint file, sniffing its format from the content rather than the extension. */
 export async function loadCheckpointFile(path: string, opts: LoadCheckpointOptions = {}): Promise<CheckpointFile> {
-  return readCheckpoint(await readFile(path), opts);
+  const buf = await readFile(path);
+  // A plain Uint8Array view: bytes values in the result should not be Buffers.
+  return readCheckpoint(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), opts);
 }

@@ -33,7 +33,10 @@ export function readPdparams(bytes: Uint8Array, opts: DecodeOptions = {}): Pdpar
     if (typeof k === 'string' && v instanceof NDArray) tensors.set(k, v);
     else skipped.push(`${typeof k === 'string' ? k : `<${kindOf(k)} key>`}: ${kindOf(v)}`);
   }
-  if (tensors.size === 0) throw new StateDictError(`pdparams: no arrays found in the file (entries: ${skipped.join(', ') || 'none'})`);
+  if (tensors.size === 0) {
+    const listed = skipped.length > 20 ? `${skipped.slice(0, 20).join(', ')}, …` : skipped.join(', ');
+    throw new StateDictError(`pdparams: no arrays found in the file (entries: ${listed || 'none'})`);
+  }
   return { tensors, skipped };
 }
 

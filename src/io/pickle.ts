@@ -49,17 +49,17 @@ export class TorchStorage {
     readonly elementType: ElementType,
     readonly bytes: Uint8Array,
   ) {}
-  get numel(): number {
-    return Math.floor(this.bytes.length / ITEM_SIZE[this.elementType]);
-  }
 }
 
 /** A numpy dtype: element type and byte order. */
 class NumpyDType extends PyObject {
   littleEndian = true;
-  constructor(readonly elementType: ElementType) {
+  constructor(
+    descr: string,
+    readonly elementType: ElementType,
+  ) {
     super('numpy.dtype');
-    this.attrs.set('descr', elementType);
+    this.attrs.set('descr', descr);
   }
 }
 
@@ -96,7 +96,11 @@ export interface UnpickleOptions extends DecodeOptions {
   maxTensorBytes?: number;
 }
 
-/** Python's pickler nests at most ~1000 levels (its recursion limit); real pickles stay far below these caps. */
+/**
+ * Caps on the machine's state. Python's pickler cannot nest deeper than its
+ * recursion limit (~1000) and pushes container items in batches of 1000, so
+ * real pickles stay far below these.
+ */
 const MAX_STACK = 1 << 20;
 const MAX_MARKS = 4096;
 /** V8 Maps and Sets hold at most 2^24 entries; refuse before hitting that RangeError. */
@@ -105,35 +109,40 @@ const MAX_ENTRIES = 10_000_000;
 const MAX_LONG_BYTES = 1024;
 const MAX_LINE = 1024;
 
-const TORCH_STORAGES: Readonly<Record<string, ElementType>> = {
-  FloatStorage: 'float32',
-  DoubleStorage: 'float64',
-  HalfStorage: 'float16',
-  BFloat16Storage: 'bfloat16',
-  LongStorage: 'int64',
-  IntStorage: 'int32',
-  ShortStorage: 'int16',
-  CharStorage: 'int8',
-  ByteStorage: 'uint8',
-  BoolStorage: 'bool',
-  // torch ≥ 2 pickles byte-addressed storages as UntypedStorage; torch reads them as uint8.
-  UntypedStorage: 'uint8',
-};
+// Lookup tables are Maps: a plain object would answer names like 'constructor' from its prototype.
+const TORCH_STORAGES: ReadonlyMap<string, ElementType> = new Map(
+  Object.entries({
+    FloatStorage: 'float32',
+    DoubleStorage: 'float64',
+    HalfStorage: 'float16',
+    BFloat16Storage: 'bfloat16',
+    LongStorage: 'int64',
+    IntStorage: 'int32',
+    ShortStorage: 'int16',
+    CharStorage: 'int8',
+    ByteStorage: 'uint8',
+    BoolStorage: 'bool',
+    // torch ≥ 2 pickles byte-addressed storages as UntypedStorage; torch reads them as uint8.
+    UntypedStorage: 'uint8',
+  } satisfies Record<string, ElementType>),
+);
 
 /** numpy dtype descriptors (`dtype.str` without the byte-order character) accepted in `.pdparams` arrays. */
-const NUMPY_DTYPES: Readonly<Record<string, ElementType>> = {
-  f8: 'float64',
-  f4: 'float32',
-  f2: 'float16',
-  i8: 'int64',
-  i4: 'int32',
-  i2: 'int16',
-  i1: 'int8',
-  u4: 'uint32',
-  u2: 'uint16',
-  u1: 'uint8',
-  b1: 'bool',
-};
+const NUMPY_DTYPES: ReadonlyMap<string, ElementType> = new Map(
+  Object.entries({
+    f8: 'float64',
+    f4: 'float32',
+    f2: 'float16',
+    i8: 'int64',
+    i4: 'int32',
+    i2: 'int16',
+    i1: 'int8',
+    u4: 'uint32',
+    u2: 'uint16',
+    u1: 'uint8',
+    b1: 'bool',
+  } satisfies Record<string, ElementType>),
+);
 
 const NUMPY_CORE = ['numpy.core', 'numpy._core']; // numpy 1.x and 2.x module names
 
@@ -153,6 +162,11 @@ export function kindOf(v: PickleValue): string {
   if (v instanceof PyObject) return v.className;
   if (v instanceof PyGlobal) return `reference to ${v.qualifiedName}`;
   return typeof v;
+}
+
+/** A string quoted, anything else by its kind (JSON.stringify would throw on a bigint). */
+function describe(v: PickleValue): string {
+  return typeof v === 'string' ? JSON.stringify(v) : kindOf(v);
 }
 
 function isIndexList(v: PickleValue): v is number[] {
@@ -214,9 +228,9 @@ function codecsEncode(args: PickleValue[]): PickleValue {
 function numpyDType(args: PickleValue[]): PickleValue {
   expectArgs('numpy.dtype', args, 1, 3);
   const descr = args[0];
-  const elem = typeof descr === 'string' ? NUMPY_DTYPES[descr] : undefined;
-  if (elem === undefined) fail(`numpy dtype ${JSON.stringify(descr)} is not supported (supported: ${Object.keys(NUMPY_DTYPES).join(', ')}); save plain numeric arrays`);
-  return new NumpyDType(elem);
+  const elem = typeof descr === 'string' ? NUMPY_DTYPES.get(descr) : undefined;
+  if (elem === undefined) fail(`numpy dtype ${describe(descr!)} is not supported (supported: ${[...NUMPY_DTYPES.keys()].join(', ')}); save plain numeric arrays`);
+  return new NumpyDType(descr as string, elem);
 }
 
 function numpyReconstruct(args: PickleValue[]): PickleValue {
@@ -261,19 +275,18 @@ const CLASSES = new Map<string, () => PickleValue>([
   ['argparse.Namespace', () => new PyObject('argparse.Namespace')],
   // A dict subclass: its items arrive through SETITEMS, its internal flags through BUILD (dropped).
   ['yacs.config.CfgNode', () => new Map()],
-  ['collections.OrderedDict', () => new Map()],
 ]);
 
 /** Globals that may only appear as arguments (storage types in persistent ids, numpy.ndarray for _reconstruct). */
-const MARKERS = new Set<string>(['numpy.ndarray', ...Object.keys(TORCH_STORAGES).map((s) => `torch.${s}`)]);
+const MARKERS = new Set<string>(['numpy.ndarray', ...[...TORCH_STORAGES.keys()].map((s) => `torch.${s}`)]);
 
 /** Element type of an allow-listed torch storage type (as named in a persistent id). */
 export function torchStorageType(v: PickleValue): ElementType | undefined {
-  return v instanceof PyGlobal && v.module === 'torch' ? TORCH_STORAGES[v.name] : undefined;
+  return v instanceof PyGlobal && v.module === 'torch' ? TORCH_STORAGES.get(v.name) : undefined;
 }
 
 /** Python 2 module names that protocol-2 pickles still use. */
-const PY2_MODULES: Readonly<Record<string, string>> = { __builtin__: 'builtins' };
+const PY2_MODULES: ReadonlyMap<string, string> = new Map([['__builtin__', 'builtins']]);
 
 const utf8 = new TextDecoder('utf-8');
 
@@ -336,8 +349,9 @@ class Unpickler {
     return out;
   }
   private line(): string {
-    const end = this.bytes.indexOf(0x0a, this.pos);
-    if (end < 0 || end - this.pos > MAX_LINE) fail('a GLOBAL name is unterminated or too long; the file is truncated or corrupt');
+    const rel = this.bytes.subarray(this.pos, this.pos + MAX_LINE + 1).indexOf(0x0a);
+    if (rel < 0) fail('a GLOBAL name is unterminated or too long; the file is truncated or corrupt');
+    const end = this.pos + rel;
     const s = utf8.decode(this.bytes.subarray(this.pos, end));
     this.pos = end + 1;
     return s;
@@ -409,8 +423,11 @@ class Unpickler {
   // ---- globals and calls ---------------------------------------------------
 
   private global(module: string, name: string): PyGlobal {
-    const qualified = `${PY2_MODULES[module] ?? module}.${name}`;
+    const qualified = `${PY2_MODULES.get(module) ?? module}.${name}`;
     if (!CALLS.has(qualified) && !CLASSES.has(qualified) && !MARKERS.has(qualified)) {
+      if (module === 'torch' && name.endsWith('Storage')) {
+        fail(`tensors stored as torch.${name} are not supported (supported: ${[...TORCH_STORAGES.keys()].join(', ')}); convert them to float32 before saving`);
+      }
       throw new FormatError(
         `pickle: refused to load the global '${module}.${name}': it is not on the allow-list of plain checkpoint types. ` +
           'The file may be malicious, or it is not a plain weights file (it may pickle a whole model or custom classes); ' +
@@ -451,7 +468,7 @@ class Unpickler {
       if (!Array.isArray(state) || state.length < 5) fail('numpy dtype state must be a tuple of at least 5 items; the file is corrupt');
       const [, order, subarray, names, fields] = state;
       if (subarray !== null || names !== null || fields !== null) fail('structured or sub-array numpy dtypes are not supported; save plain numeric arrays');
-      if (order !== '<' && order !== '>' && order !== '|' && order !== '=') fail(`numpy byte order ${JSON.stringify(order)} is invalid; the file is corrupt`);
+      if (order !== '<' && order !== '>' && order !== '|' && order !== '=') fail(`numpy byte order ${describe(order!)} is invalid; the file is corrupt`);
       obj.littleEndian = order !== '>';
       return obj;
     }

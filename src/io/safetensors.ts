@@ -9,24 +9,26 @@ import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { FormatError, fmtShape } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
 import type { DType } from '../ir/ndarray.js';
-import { ITEM_SIZE, countElements, decodeElements, irDType } from './elements.js';
+import { HOST_LITTLE_ENDIAN, ITEM_SIZE, countElements, decodeElements, irDType } from './elements.js';
 import type { DecodeOptions, ElementType } from './elements.js';
 
-/** safetensors dtype names this reader accepts, and the element type each one stores. */
-const ELEMENT_OF: Readonly<Record<string, ElementType>> = {
-  F64: 'float64',
-  F32: 'float32',
-  F16: 'float16',
-  BF16: 'bfloat16',
-  I64: 'int64',
-  I32: 'int32',
-  I16: 'int16',
-  I8: 'int8',
-  U32: 'uint32',
-  U16: 'uint16',
-  U8: 'uint8',
-  BOOL: 'bool',
-};
+/** safetensors dtype names this reader accepts, and the element type each one stores (a Map: no prototype lookups). */
+const ELEMENT_OF: ReadonlyMap<string, ElementType> = new Map(
+  Object.entries({
+    F64: 'float64',
+    F32: 'float32',
+    F16: 'float16',
+    BF16: 'bfloat16',
+    I64: 'int64',
+    I32: 'int32',
+    I16: 'int16',
+    I8: 'int8',
+    U32: 'uint32',
+    U16: 'uint16',
+    U8: 'uint8',
+    BOOL: 'bool',
+  } satisfies Record<string, ElementType>),
+);
 
 const TAG_OF: Readonly<Record<DType, string>> = { float32: 'F32', float64: 'F64', int64: 'I64', bool: 'BOOL' };
 
@@ -89,9 +91,9 @@ function parseEntry(name: string, info: unknown, dataLength: number): Entry {
   if (!isRecord(info)) fail(`${where}: the header entry is not an object; the file is corrupt`);
   const { dtype, shape, data_offsets: offsets } = info;
   if (typeof dtype !== 'string') fail(`${where}: missing or non-string "dtype"`);
-  const elem = ELEMENT_OF[dtype];
+  const elem = ELEMENT_OF.get(dtype);
   if (elem === undefined) {
-    fail(`${where}: unsupported dtype '${dtype}' (supported: ${Object.keys(ELEMENT_OF).join(', ')}); convert the tensor to one of these before saving`);
+    fail(`${where}: unsupported dtype '${dtype}' (supported: ${[...ELEMENT_OF.keys()].join(', ')}); convert the tensor to one of these before saving`);
   }
   if (!Array.isArray(shape) || !shape.every(isIndex)) fail(`${where}: "shape" must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
   if (!Array.isArray(offsets) || offsets.length !== 2 || !isIndex(offsets[0]) || !isIndex(offsets[1]) || offsets[0] > offsets[1]) {
@@ -167,9 +169,11 @@ export function readSafetensors(bytes: Uint8Array, opts: ReadSafetensorsOptions 
 }
 
 function encodeData(t: NDArray): Uint8Array {
+  const d = t.data;
+  // Bools are normalised to 0/1 below; the other dtypes are stored as-is, so a host-order copy is the file layout.
+  if (HOST_LITTLE_ENDIAN && !(d instanceof Uint8Array)) return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
   const out = new Uint8Array(t.size * (t.dtype === 'bool' ? 1 : t.dtype === 'float32' ? 4 : 8));
   const dv = new DataView(out.buffer);
-  const d = t.data;
   if (d instanceof Float32Array) for (let i = 0; i < d.length; i++) dv.setFloat32(i * 4, d[i]!, true);
   else if (d instanceof Float64Array) for (let i = 0; i < d.length; i++) dv.setFloat64(i * 8, d[i]!, true);
   else if (d instanceof BigInt64Array) for (let i = 0; i < d.length; i++) dv.setBigInt64(i * 8, d[i]!, true);
@@ -216,7 +220,9 @@ export function writeSafetensors(tensors: Map<string, NDArray> | Record<string, 
 
 /** Reads and parses a safetensors file. */
 export async function loadSafetensorsFile(path: string, opts: ReadSafetensorsOptions = {}): Promise<Safetensors> {
-  return readSafetensors(await readFile(path), opts);
+  const buf = await readFile(path);
+  // A plain Uint8Array view, so that nothing downstream sees Buffer's different slice semantics.
+  return readSafetensors(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), opts);
 }
 
 /**

@@ -28,7 +28,7 @@ import { filled, normal, truncNormal } from '../nn/init.js';
 import { BatchNorm2d, Conv2d, Dropout, DropPath, Identity, LayerNorm, Linear, MaxPool2d, Mlp, Sequential } from '../nn/layers.js';
 import { type LoadOptions, Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
-import { Parameter, type Tensor, concat, constant, emit1 } from '../tensor/tensor.js';
+import { Parameter, type Tensor, concat, constant } from '../tensor/tensor.js';
 import { ClassifierModel, type PretrainedConfig, imagenetPretrained, registerFamily, registerVariant } from './registry.js';
 
 // ------------------------------------------------------------ the operator
@@ -44,7 +44,7 @@ class Softmax extends Module {
   }
 }
 
-/** torch.linspace(-1, 1, n) in float32, with PyTorch's CPU formula (the second half counts back from the end). */
+/** torch.linspace(-1, 1, n) in float32 by PyTorch's scalar CPU formula (the second half counts back from the end); its vectorised kernel can differ in the last bit. */
 function linspace11(n: number): number[] {
   if (n === 1) return [-1];
   const step = Math.fround(2 / (n - 1));
@@ -70,33 +70,47 @@ function positionGrid(h: number, w: number): NDArray<'float32'> {
   return grid;
 }
 
-/** The k×k window at offset (u, v) of every output position: x[:, :, u::s, v::s] cut to Ho×Wo. */
-function shiftedWindow(x: Tensor, u: number, v: number, ho: number, wo: number, stride: number): Tensor {
-  return emit1('slice', [x], { starts: [u, v], ends: [u + stride * (ho - 1) + 1, v + stride * (wo - 1) + 1], axes: [2, 3], steps: [stride, stride] });
-}
-
 export interface LocalAttentionOptions {
   /** Window size k (odd); the maps are reflection-padded by (k − 1)/2. */
   kernel: number;
   /** Output stride; `q` must already be subsampled (q[:, :, ::s, ::s]). */
   stride: number;
-  /** Softmax over axis 1 of the stacked logits [N, k², Ho, Wo] (ACmix passes its recorded `softmax` module). */
+  /**
+   * Softmax over the last axis of the logits [N, Ho, Wo, k²] (neighbour n = k·u + v);
+   * ACmix passes its recorded `softmax` module. Default: `logits.softmax(-1)`.
+   */
   softmax?: (logits: Tensor) => Tensor;
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
 }
 
 /**
  * SAN-style k×k sliding-window attention without materialising the
  * neighbourhoods. The official code unfolds the reflection-padded keys and
- * values into [N, d, k², Ho, Wo] copies (k² = 49 times the maps); here each of
- * the k² neighbours is one shifted strided slice of the padded map:
+ * values into [N, d, k², Ho, Wo] (k² = 49 copies of the maps). Here, for each
+ * of the k row offsets u, the queries of output row i meet the whole padded
+ * key row s·i + u in one batched matrix product,
  *
- *     logit_n = Σ_d q[d] · K_pad[d, s·i + u, s·j + v]        n = k·u + v
- *     a       = softmax over n of the stacked logits       [N, k², Ho, Wo]
- *     out     = Σ_n a_n · V_pad[:, s·i + u, s·j + v]
+ *     M_u[i, j, c] = Σ_d q[d, i, j] · K_pad[d, s·i + u, c]      c < Wp = W + 2p
  *
- * Only one slice per neighbour is alive at a time (plus the k² logit maps,
- * 1/d of an unfolded copy), and the result equals the unfold formulation up
- * to summation order.
+ * and the k logits of query (i, j) lie on the band c = s·j + v, at flat
+ * position j·(Wp + s) + v of the row [j, c]. So when the product has enough
+ * (zero) query rows that its flat length is a multiple of Wp + s, a reshape to
+ * rows of Wp + s puts query j's logits in row j, columns 0..k−1 (the "skew"
+ * trick; Wp/g rows of Wp + s with g = gcd(Wp, s)). The values side runs the
+ * same steps backwards: the weights, zero-padded to [Wp/g, Wp + s] and
+ * reshaped to rows of Wp, form the band matrix, which multiplies the padded
+ * value rows:
+ *
+ *     out[:, i, j] = Σ_u Σ_c A_u[i, j, c] · V_pad[:, s·i + u, c].
+ *
+ * Besides the k² logits per query (which the official code holds too), the
+ * largest intermediate is one M_u, about Wp/(d·k²) of an unfolded copy; the
+ * result equals the unfold formulation up to summation order (the band's
+ * zeros add exact zeros). The batched products run at matrix-multiply speed,
+ * where 49 shifted elementwise multiply-and-sums would be memory-bound.
  *
  * @param q      [N, d, Ho, Wo], already scaled and subsampled
  * @param keys   [N, d, H, W] (ACmix passes k − pe, see `ACmix.forward`)
@@ -104,24 +118,34 @@ export interface LocalAttentionOptions {
  * @returns      [N, d, Ho, Wo]
  */
 export function acmixLocalAttention(q: Tensor, keys: Tensor, values: Tensor, opts: LocalAttentionOptions): Tensor {
-  const k = opts.kernel;
-  const s = opts.stride;
+  const { kernel: k, stride: s } = opts;
   const p = (k - 1) / 2;
-  const [ho, wo] = [q.dim(2), q.dim(3)];
-  const keysPad = keys.pad([p, p, p, p], 'reflect');
-  const valuesPad = values.pad([p, p, p, p], 'reflect');
+  const [n, , ho, wo] = q.shape as [number, number, number, number];
+  const wp = keys.dim(3) + 2 * p;
+  const g = gcd(wp, s);
+  // Rows of the skewed layout: the product has (Wp + s)/g query rows (Wo real, the rest zero).
+  const [productRows, skewRows] = [(wp + s) / g, wp / g];
+  // Channels last, so the products contract d, the innermost axis.
+  const qRows = q.permute(0, 2, 3, 1).pad([0, 0, 0, productRows - wo]); // [N, Ho, (Wp + s)/g, d]
+  const keysPad = keys.pad([p, p, p, p], 'reflect').permute(0, 2, 3, 1); // [N, H + 2p, Wp, d]
+  const valuesPad = values.pad([p, p, p, p], 'reflect').permute(0, 2, 3, 1);
+  const rows = (x: Tensor, u: number) => x.slice(1, u, u + s * (ho - 1) + 1, s); // rows s·i + u: [N, Ho, Wp, d]
+
   const logits: Tensor[] = [];
   for (let u = 0; u < k; u++) {
-    for (let v = 0; v < k; v++) logits.push(q.mul(shiftedWindow(keysPad, u, v, ho, wo, s)).sum(1, true));
+    const m = qRows.matmul(rows(keysPad, u).mT); // [N, Ho, (Wp + s)/g, Wp]
+    logits.push(m.reshape(n, ho, skewRows, wp + s).slice(3, 0, k).slice(2, 0, wo));
   }
-  const stacked = concat(logits, 1);
-  const weights = opts.softmax ? opts.softmax(stacked) : stacked.softmax(1);
+  const stacked = concat(logits, 3); // [N, Ho, Wo, k²], neighbour k·u + v
+  const weights = opts.softmax ? opts.softmax(stacked) : stacked.softmax(-1);
+
   let out: Tensor | undefined;
-  for (let n = 0; n < k * k; n++) {
-    const term = weights.slice(1, n, n + 1).mul(shiftedWindow(valuesPad, Math.floor(n / k), n % k, ho, wo, s));
+  for (let u = 0; u < k; u++) {
+    const band = weights.slice(3, u * k, (u + 1) * k).pad([0, wp + s - k, 0, skewRows - wo]).reshape(n, ho, productRows, wp);
+    const term = band.matmul(rows(valuesPad, u)); // [N, Ho, (Wp + s)/g, d]
     out = out ? out.add(term) : term;
   }
-  return out!;
+  return out!.slice(2, 0, wo).permute(0, 3, 1, 2);
 }
 
 /** ACmix's constructor options (official names; the defaults are the paper's). */
@@ -178,7 +202,8 @@ export class ACmix extends Module {
   conv3: Conv2d;
   /** Positional encoding: 1×1 conv of the 2-channel position grid to head_dim channels. */
   conv_p: Conv2d;
-  softmax = new Softmax(1);
+  /** Softmax over the 49 neighbours; its recorded output is [B·head, Ho, Wo, 49], the official `softmax:out` [B·head, 49, Ho, Wo] permuted by (0, 2, 3, 1). */
+  softmax = new Softmax(-1);
   /** The "fully connected" layer: 3·head → k_conv² maps, no bias (the Swin version has one). */
   fc: Conv2d;
   /** Grouped conv (groups = head_dim) without bias: the official reset "zeroes" the bias by assigning None. */

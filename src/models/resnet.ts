@@ -62,7 +62,7 @@ function withBn(bn: BatchNorm2d | undefined, x: Tensor): Tensor {
   return bn ? bn.call(x) : x;
 }
 
-interface BlockArgs {
+export interface BlockArgs {
   /** Module path of the block, e.g. `layer3.0`. */
   path: string;
   stage: number;

@@ -181,7 +181,7 @@ function validateLightConfig(c: UniFormerLightConfig): void {
 // ------------------------------------------------------------------- blocks
 
 /** `PatchEmbed`: conv k×k stride k, then LayerNorm (eps 1e-5) over the channels of each position. */
-class PatchEmbed extends Module {
+export class UniFormerPatchEmbed extends Module {
   norm: LayerNorm;
   proj: Conv2d;
 
@@ -208,7 +208,7 @@ class PatchEmbed extends Module {
 }
 
 /** `head_embedding` (conv stem, stage 1): conv 3×3 s2 → BN → GELU → conv 3×3 s2 → BN. */
-class HeadEmbedding extends Module {
+export class UniFormerHeadEmbedding extends Module {
   proj: Sequential;
 
   constructor(inChans: number, outChans: number, rng: Rng) {
@@ -229,7 +229,7 @@ class HeadEmbedding extends Module {
 }
 
 /** `middle_embedding` (conv stem, stages 2–4): conv 3×3 s2 → BN. */
-class MiddleEmbedding extends Module {
+export class UniFormerMiddleEmbedding extends Module {
   proj: Sequential;
 
   constructor(inChans: number, outChans: number, rng: Rng) {
@@ -243,7 +243,7 @@ class MiddleEmbedding extends Module {
 }
 
 /** `CMlp`: the MLP as 1×1 convs on NCHW. */
-class CMlp extends Module {
+export class UniFormerCMlp extends Module {
   fc1: Conv2d;
   act: GELU;
   fc2: Conv2d;
@@ -268,7 +268,7 @@ function scaled(gamma: Parameter | undefined, branch: Tensor): Tensor {
 }
 
 /** Options every block takes. */
-interface BlockOptions {
+export interface UniFormerBlockOptions {
   rng: Rng;
   mlpRatio: number;
   drop: number;
@@ -278,7 +278,7 @@ interface BlockOptions {
 }
 
 /** Local MHRA (stages 1–2): x + DW3×3(x); x + conv2(DW5×5(conv1(BN(x)))); x + CMlp(BN(x)). */
-class CBlock extends Module {
+export class CBlock extends Module {
   gamma_1: Parameter | undefined;
   gamma_2: Parameter | undefined;
   pos_embed: Conv2d;
@@ -289,9 +289,9 @@ class CBlock extends Module {
   attn: Conv2d;
   drop_path: DropPath;
   norm2: BatchNorm2d;
-  mlp: CMlp;
+  mlp: UniFormerCMlp;
 
-  constructor(dim: number, o: BlockOptions) {
+  constructor(dim: number, o: UniFormerBlockOptions) {
     super();
     const rng = o.rng;
     this.gamma_1 = o.layerScale === undefined ? undefined : new Parameter(filled([1, dim, 1, 1], o.layerScale));
@@ -303,7 +303,7 @@ class CBlock extends Module {
     this.attn = new Conv2d(dim, dim, 5, { rng, padding: 2, groups: dim });
     this.drop_path = new DropPath(o.dropPath);
     this.norm2 = new BatchNorm2d(dim);
-    this.mlp = new CMlp(dim, Math.floor(dim * o.mlpRatio), o.drop, rng);
+    this.mlp = new UniFormerCMlp(dim, Math.floor(dim * o.mlpRatio), o.drop, rng);
   }
 
   /** [B, C, H, W] → same. */
@@ -316,7 +316,7 @@ class CBlock extends Module {
 }
 
 /** Multi-head self-attention as the official `Attention`: qkv channels (3, heads, head size), logits (q·kᵀ)·scale. */
-class UniFormerAttention extends Module {
+export class UniFormerAttention extends Module {
   qkv: Linear;
   attn_drop: Dropout;
   proj: Linear;
@@ -350,7 +350,7 @@ class UniFormerAttention extends Module {
   }
 }
 
-interface AttentionBlockOptions extends BlockOptions {
+export interface UniFormerAttentionBlockOptions extends UniFormerBlockOptions {
   heads: number;
   qkvBias: boolean;
   qkScale: number | null;
@@ -359,7 +359,7 @@ interface AttentionBlockOptions extends BlockOptions {
 }
 
 /** The parts SABlock and EvoSABlock share: DPE, pre-norm attention and a Linear MLP with LayerNorm. */
-abstract class AttentionBlock extends Module {
+export abstract class UniFormerAttentionBlock extends Module {
   gamma_1: Parameter | undefined;
   gamma_2: Parameter | undefined;
   pos_embed: Conv2d;
@@ -369,7 +369,7 @@ abstract class AttentionBlock extends Module {
   norm2: LayerNorm;
   mlp: Mlp;
 
-  constructor(dim: number, o: AttentionBlockOptions) {
+  constructor(dim: number, o: UniFormerAttentionBlockOptions) {
     super();
     const rng = o.rng;
     this.gamma_1 = o.layerScale === undefined ? undefined : new Parameter(filled([dim], o.layerScale));
@@ -384,7 +384,7 @@ abstract class AttentionBlock extends Module {
 }
 
 /** Global MHRA (stages 3–4): x + DW3×3(x), then a pre-norm transformer block over all H·W tokens. */
-class SABlock extends AttentionBlock {
+export class SABlock extends UniFormerAttentionBlock {
   /** [B, C, H, W] → same. */
   forward(x: Tensor): Tensor {
     const y = x.add(this.pos_embed.call(x));
@@ -451,13 +451,13 @@ function updateScore(score: Tensor | undefined, attn: Tensor, tradeOff: number):
  * "fast update"), and everything returns to raster order. The last block of
  * stage 3 pools the scores 2×2 for stage 4. Every step is per image.
  */
-class EvoSABlock extends AttentionBlock {
+export class EvoSABlock extends UniFormerAttentionBlock {
   gamma_3: Parameter | undefined;
   readonly pruneRatio: number;
   readonly tradeOff: number;
   readonly downsample: boolean;
 
-  constructor(dim: number, o: AttentionBlockOptions & { pruneRatio: number; tradeOff: number; downsample: boolean }) {
+  constructor(dim: number, o: UniFormerAttentionBlockOptions & { pruneRatio: number; tradeOff: number; downsample: boolean }) {
     super(dim, o);
     this.gamma_3 = o.layerScale === undefined || o.pruneRatio === 1 ? undefined : new Parameter(filled([dim], o.layerScale));
     this.pruneRatio = o.pruneRatio;
@@ -531,15 +531,8 @@ class EvoSABlock extends AttentionBlock {
 // ------------------------------------------------------------------- models
 
 /** Per-stage block options shared by both models. */
-function stageOptions(c: UniFormerConfig | UniFormerLightConfig, stage: number): Omit<AttentionBlockOptions, keyof BlockOptions> {
-  return {
-    heads: Math.floor(c.embed_dim[stage]! / c.head_dim),
-    qkvBias: c.qkv_bias,
-    qkScale: c.qk_scale,
-    attnDrop: c.attn_drop_rate,
-    drop: c.drop_rate,
-    normEps: normEps(c.norm_layer, 'uniformer'),
-  };
+function stageOptions(c: UniFormerConfig | UniFormerLightConfig, stage: number, eps: number): Omit<UniFormerAttentionBlockOptions, keyof UniFormerBlockOptions> {
+  return { heads: Math.floor(c.embed_dim[stage]! / c.head_dim), qkvBias: c.qkv_bias, qkScale: c.qk_scale, attnDrop: c.attn_drop_rate, normEps: eps };
 }
 
 /** Drop-path rates of the blocks of each stage (one linear ramp over all blocks). */
@@ -551,10 +544,10 @@ function stageDropPaths(c: UniFormerConfig | UniFormerLightConfig): number[][] {
 
 /** UniFormer S/S†/B/L, IN-1k and token-labelling (`models/uniformer.py`, `tlt/models/uniformer.py`). */
 export class UniFormer extends ClassifierModel {
-  patch_embed1: PatchEmbed | HeadEmbedding;
-  patch_embed2: PatchEmbed | MiddleEmbedding;
-  patch_embed3: PatchEmbed | MiddleEmbedding;
-  patch_embed4: PatchEmbed | MiddleEmbedding;
+  patch_embed1: UniFormerPatchEmbed | UniFormerHeadEmbedding;
+  patch_embed2: UniFormerPatchEmbed | UniFormerMiddleEmbedding;
+  patch_embed3: UniFormerPatchEmbed | UniFormerMiddleEmbedding;
+  patch_embed4: UniFormerPatchEmbed | UniFormerMiddleEmbedding;
   pos_drop: Dropout;
   blocks1: CBlock[];
   blocks2: CBlock[];
@@ -573,24 +566,25 @@ export class UniFormer extends ClassifierModel {
     this.numClasses = config.num_classes;
     const dims = config.embed_dim;
     if (config.conv_stem) {
-      this.patch_embed1 = new HeadEmbedding(config.in_chans, dims[0]!, rng);
-      this.patch_embed2 = new MiddleEmbedding(dims[0]!, dims[1]!, rng);
-      this.patch_embed3 = new MiddleEmbedding(dims[1]!, dims[2]!, rng);
-      this.patch_embed4 = new MiddleEmbedding(dims[2]!, dims[3]!, rng);
+      this.patch_embed1 = new UniFormerHeadEmbedding(config.in_chans, dims[0]!, rng);
+      this.patch_embed2 = new UniFormerMiddleEmbedding(dims[0]!, dims[1]!, rng);
+      this.patch_embed3 = new UniFormerMiddleEmbedding(dims[1]!, dims[2]!, rng);
+      this.patch_embed4 = new UniFormerMiddleEmbedding(dims[2]!, dims[3]!, rng);
     } else {
-      this.patch_embed1 = new PatchEmbed(4, config.in_chans, dims[0]!, rng);
-      this.patch_embed2 = new PatchEmbed(2, dims[0]!, dims[1]!, rng);
-      this.patch_embed3 = new PatchEmbed(2, dims[1]!, dims[2]!, rng);
-      this.patch_embed4 = new PatchEmbed(2, dims[2]!, dims[3]!, rng);
+      this.patch_embed1 = new UniFormerPatchEmbed(4, config.in_chans, dims[0]!, rng);
+      this.patch_embed2 = new UniFormerPatchEmbed(2, dims[0]!, dims[1]!, rng);
+      this.patch_embed3 = new UniFormerPatchEmbed(2, dims[1]!, dims[2]!, rng);
+      this.patch_embed4 = new UniFormerPatchEmbed(2, dims[2]!, dims[3]!, rng);
     }
     this.pos_drop = new Dropout(config.drop_rate);
     const dpr = stageDropPaths(config);
+    const eps = normEps(config.norm_layer, 'uniformer');
     const ls = (blockKind: 'cblock' | 'sablock') => (config.layer_scale === 'all' || (config.layer_scale === 'sablocks' && blockKind === 'sablock') ? config.init_value : undefined);
     const base = (dropPath: number, layerScale: number | undefined) => ({ rng, mlpRatio: config.mlp_ratio, drop: config.drop_rate, dropPath, layerScale });
     this.blocks1 = dpr[0]!.map((p) => new CBlock(dims[0]!, base(p, ls('cblock'))));
     this.blocks2 = dpr[1]!.map((p) => new CBlock(dims[1]!, base(p, ls('cblock'))));
-    this.blocks3 = dpr[2]!.map((p) => new SABlock(dims[2]!, { ...base(p, ls('sablock')), ...stageOptions(config, 2) }));
-    this.blocks4 = dpr[3]!.map((p) => new SABlock(dims[3]!, { ...base(p, ls('sablock')), ...stageOptions(config, 3) }));
+    this.blocks3 = dpr[2]!.map((p) => new SABlock(dims[2]!, { ...base(p, ls('sablock')), ...stageOptions(config, 2, eps) }));
+    this.blocks4 = dpr[3]!.map((p) => new SABlock(dims[3]!, { ...base(p, ls('sablock')), ...stageOptions(config, 3, eps) }));
     this.norm = new BatchNorm2d(dims[3]!);
     this.head = this.makeHead(config.num_classes, rng);
     this.aux_head = config.return_dense ? this.makeHead(config.num_classes, rng) : undefined;
@@ -646,10 +640,10 @@ export class UniFormer extends ClassifierModel {
 /** UniFormer-Light XXS/XS (`models/uniformer_light.py`). */
 export class UniFormerLight extends ClassifierModel {
   cls_token: Parameter;
-  patch_embed1: PatchEmbed | HeadEmbedding;
-  patch_embed2: PatchEmbed;
-  patch_embed3: PatchEmbed;
-  patch_embed4: PatchEmbed;
+  patch_embed1: UniFormerPatchEmbed | UniFormerHeadEmbedding;
+  patch_embed2: UniFormerPatchEmbed;
+  patch_embed3: UniFormerPatchEmbed;
+  patch_embed4: UniFormerPatchEmbed;
   cls_upsample: Linear;
   pos_drop: Dropout;
   blocks1: CBlock[];
@@ -672,19 +666,20 @@ export class UniFormerLight extends ClassifierModel {
     this.numClasses = config.num_classes;
     const dims = config.embed_dim;
     this.cls_token = new Parameter(filled([1, 1, dims[2]!], 0));
-    this.patch_embed1 = config.conv_stem ? new HeadEmbedding(config.in_chans, dims[0]!, rng) : new PatchEmbed(4, config.in_chans, dims[0]!, rng);
-    this.patch_embed2 = new PatchEmbed(2, dims[0]!, dims[1]!, rng);
-    this.patch_embed3 = new PatchEmbed(2, dims[1]!, dims[2]!, rng);
-    this.patch_embed4 = new PatchEmbed(2, dims[2]!, dims[3]!, rng);
+    this.patch_embed1 = config.conv_stem ? new UniFormerHeadEmbedding(config.in_chans, dims[0]!, rng) : new UniFormerPatchEmbed(4, config.in_chans, dims[0]!, rng);
+    this.patch_embed2 = new UniFormerPatchEmbed(2, dims[0]!, dims[1]!, rng);
+    this.patch_embed3 = new UniFormerPatchEmbed(2, dims[1]!, dims[2]!, rng);
+    this.patch_embed4 = new UniFormerPatchEmbed(2, dims[2]!, dims[3]!, rng);
     this.cls_upsample = new Linear(dims[2]!, dims[3]!, { rng, init: 'trunc_normal' });
     this.pos_drop = new Dropout(config.drop_rate);
     const dpr = stageDropPaths(config);
+    const eps = normEps(config.norm_layer, 'uniformer_light');
     const layerScale = config.layer_scale ? config.init_value : undefined;
     const base = (stage: number, dropPath: number) => ({ rng, mlpRatio: config.mlp_ratio[stage]!, drop: config.drop_rate, dropPath, layerScale });
     const evo = (stage: number) => (p: number, i: number) =>
       new EvoSABlock(dims[stage]!, {
         ...base(stage, p),
-        ...stageOptions(config, stage),
+        ...stageOptions(config, stage, eps),
         pruneRatio: config.prune_ratio[stage]![i]!,
         tradeOff: config.trade_off[stage]![i]!,
         downsample: stage === 2 && i === config.depth[2]! - 1,

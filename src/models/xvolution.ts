@@ -18,11 +18,12 @@
  */
 import { ConfigError } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
+import { filled } from '../nn/init.js';
 import { BatchNorm2d, type Conv2d } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { Rng } from '../rng.js';
 import { Parameter, type Tensor, stack } from '../tensor/tensor.js';
-import { type ConvBnReplacer, type ConvBnSite, ResNet, type ResNetConfig, kaimingConv, torchvisionPretrained } from './resnet.js';
+import { BasicBlock, type ConvBnReplacer, type ConvBnSite, ResNet, type ResNetConfig, kaimingConv, torchvisionPretrained } from './resnet.js';
 import { registerFamily, registerVariant } from './registry.js';
 
 // ------------------------------------------------------------------ options
@@ -231,7 +232,7 @@ function copyInto(to: Conv2d, from: Conv2d): void {
 
 // ----------------------------------------------------------------- modules
 
-interface XVolutionArgs extends Partial<XVolutionOptions> {
+export interface XVolutionArgs extends Partial<XVolutionOptions> {
   rng: Rng;
   stride?: number;
 }
@@ -322,7 +323,7 @@ export class XVolution extends XVolutionBase {
       this.attn_k = kaimingConv(inChannels, inChannels, 1, { rng: args.rng, bias: true });
     }
     this.attn_bn = new BatchNorm2d(outChannels);
-    this.attn_bn.weight.data.data.fill(o.attn_bn_gamma_init);
+    this.attn_bn.weight.data = filled([outChannels], o.attn_bn_gamma_init);
   }
 
   /** The transformed features P (before weighting) at the grid they are computed on. */
@@ -374,7 +375,7 @@ export class XVolutionSA extends XVolutionBase {
     this.sa_v = kaimingConv(inChannels, outChannels, 1, { rng, bias: true });
     this.sa_proj = kaimingConv(outChannels, outChannels, 1, { rng, bias: true });
     this.attn_bn = new BatchNorm2d(outChannels);
-    this.attn_bn.weight.data.data.fill(this.options.attn_bn_gamma_init);
+    this.attn_bn.weight.data = filled([outChannels], this.options.attn_bn_gamma_init);
   }
 
   protected attention(x: Tensor): Tensor {
@@ -457,7 +458,7 @@ export class XResNet extends ResNet {
     folded.loadStateDict(this.stateDict());
     for (const block of folded.blocks()) {
       if (block.conv2 instanceof XVolutionBase) block.conv2 = block.conv2.fold();
-      if ('conv1' in block && block.conv1 instanceof XVolutionBase) block.conv1 = block.conv1.fold();
+      if (block instanceof BasicBlock && block.conv1 instanceof XVolutionBase) block.conv1 = block.conv1.fold();
     }
     return folded.nameParameters();
   }
@@ -472,7 +473,7 @@ export class XResNet extends ResNet {
  * the model's initialisation with attn_bn γ = β = 0, so the X-ResNet starts
  * exactly at the host's function. X-ResNet keys pass through unchanged.
  */
-export function checkpointFilterFn(stateDict: ReadonlyMap<string, NDArray>, model: XResNet): Map<string, NDArray> {
+export function xresnetCheckpointFilter(stateDict: ReadonlyMap<string, NDArray>, model: XResNet): Map<string, NDArray> {
   const out = new Map(stateDict);
   const own = model.stateDict();
   for (const [path] of model.xvolutions()) {
@@ -609,6 +610,6 @@ for (const [name, v] of Object.entries(XVOLUTION_VARIANTS)) {
     config: { ...HOSTS[v.host], ...v.options },
     // The torchvision ResNet training and evaluation pipeline (spec §7). No weights were ever published.
     pretrained: torchvisionPretrained(),
-    description: `X-ResNet-${v.host.slice(6)}, layer3 replaced: ${v.note}. No weights published (no official code); initialise from torchvision's ${v.host} with checkpointFilterFn. Paper: +${v.host === 'resnet34' ? '1.2' : '0.9'} top-1 over the host (absolute values not reproduced in the spec).`,
+    description: `X-ResNet-${v.host.slice(6)}, layer3 replaced: ${v.note}. No weights published (no official code); initialise from torchvision's ${v.host} with xresnetCheckpointFilter. Paper: +${v.host === 'resnet34' ? '1.2' : '0.9'} top-1 over the host (absolute values not reproduced in the spec).`,
   });
 }

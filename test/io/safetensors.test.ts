@@ -139,6 +139,7 @@ describe('safetensors validation', () => {
     ['invalid UTF-8', raw('{"a":{}}').map((b, i) => (i === 10 ? 0xff : b)), /not valid UTF-8 JSON/],
     ['a JSON array', raw('[]'), /must be a JSON object/],
     ['an unknown dtype', raw('{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}', new Uint8Array(8)), /unsupported dtype 'C64'/],
+    ['a dtype named like an Object.prototype member', raw('{"a":{"dtype":"constructor","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4)), /unsupported dtype 'constructor'/],
     ['a missing dtype', raw('{"a":{"shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4)), /missing or non-string "dtype"/],
     ['a negative dim', raw(JSON.stringify({ a: f32([-1], [0, 4]) }), new Uint8Array(4)), /non-negative integers/],
     ['a fractional dim', raw(JSON.stringify({ a: f32([1.5], [0, 4]) }), new Uint8Array(4)), /non-negative integers/],

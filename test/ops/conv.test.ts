@@ -34,6 +34,8 @@ describe('conv2d', () => {
     ['7×7 stride 2, non-square input', [1, 1, 11, 10], [2, 1, 7, 7], true, { stride: 2, padding: 3 }],
     ['groups 2', [2, 4, 5, 5], [6, 2, 3, 3], true, { padding: 1, groups: 2 }],
     ['depthwise with channel multiplier 2, stride 2', [2, 3, 6, 5], [6, 1, 3, 3], true, { stride: 2, padding: 1, groups: 3 }],
+    ['depthwise with channel multiplier 3, stride 1, asymmetric padding', [2, 2, 5, 6], [6, 1, 3, 3], false, { padding: [1, 2, 0, 1], groups: 2 }],
+    ['padding beyond the kernel extent, stride 1', [1, 2, 4, 4], [2, 2, 3, 3], true, { padding: [3, 0, 1, 2] }],
     ['depthwise, dilation 2, stride 3', [1, 4, 8, 7], [4, 1, 3, 3], false, { stride: 3, padding: [2, 1, 0, 2], dilation: 2, groups: 4 }],
   ];
   for (const [name, xs, ws, bias, opts] of cases) {
@@ -173,6 +175,8 @@ describe('avg_pool2d', () => {
     ['2×2 stride 2', [2, 3, 6, 6], 2, {}],
     ['3×3 stride 2 padding 1, count_include_pad', [2, 2, 7, 6], 3, { stride: 2, padding: 1 }],
     ['3×3 stride 2 padding 1, exclude padding', [2, 2, 7, 6], 3, { stride: 2, padding: 1, countIncludePad: false }],
+    ['3×3 stride 1 padding 1, exclude padding', [2, 2, 5, 6], 3, { stride: 1, padding: 1, countIncludePad: false }],
+    ['3×3 stride 1 padding 1, include padding', [2, 2, 5, 6], 3, { stride: 1, padding: 1 }],
     ['[3, 2] window, stride [2, 3], asymmetric padding, exclude padding', [1, 2, 6, 8], [3, 2], { stride: [2, 3], padding: [1, 0, 0, 1], countIncludePad: false }],
     ['[3, 2] window, stride [2, 3], asymmetric padding, include padding', [1, 2, 6, 8], [3, 2], { stride: [2, 3], padding: [1, 0, 0, 1] }],
   ];

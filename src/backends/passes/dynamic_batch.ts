@@ -79,7 +79,8 @@ export function dynamicBatchTargets(a: Graph, b: Graph, batchA: number, batchB: 
       }
       targets.set(nb, target);
     } else {
-      refuse(nb, `has attribute${changed.length > 1 ? 's' : ''} ${changed.map((k) => `'${k}'`).join(', ')} that depend on the batch size`);
+      const names = changed.map((k) => `'${k}'`).join(', ');
+      refuse(nb, changed.length > 1 ? `has attributes ${names} that depend on the batch size` : `has attribute ${names} that depends on the batch size`);
     }
   }
   return targets;

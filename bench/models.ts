@@ -1,0 +1,123 @@
+/**
+ * Whole-model inference latency: volution's exported inference graph vs the
+ * official PyTorch model exported by PyTorch's own ONNX exporter, both run by
+ * the same onnxruntime-node in the same process with the same session
+ * options (2 intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL).
+ * Calls alternate (order flipped every repetition) after warm-ups; the
+ * reported time is the median. The baselines' weights are a structured fill
+ * and ours are seeded random: kernels take the same time whatever the values.
+ *
+ *   npx tsx bench/models.ts [--models uniformer_small,ceit_tiny] [--batch 1,8] [--reps 10] [--warmup 2] [--threads 2] [--baselines <dir>]
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { parseArgs } from 'node:util';
+import { createInferenceRunner } from '../src/backends/passes/export.js';
+import { DEFAULT_THREADS, OrtSession } from '../src/backends/ort/session.js';
+import { NDArray } from '../src/ir/ndarray.js';
+import { createModel, getVariant, listModels } from '../src/models/index.js';
+import { Rng } from '../src/rng.js';
+
+const MODELS = ['uniformer_small', 'uniformer_base', 'ceit_tiny', 'ceit_small', 'mixformer_b0', 'mixformer_b4', 'acmix_swin_tiny', 'acmix_resnet26'];
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+const { values: args } = parseArgs({
+  options: {
+    models: { type: 'string', default: MODELS.join(',') },
+    batch: { type: 'string', default: '1,8' },
+    reps: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '2' },
+    threads: { type: 'string', default: String(DEFAULT_THREADS) },
+    baselines: { type: 'string', default: resolve(ROOT, '../shared/baselines') },
+  },
+});
+const batches = args.batch.split(',').map(Number);
+const reps = Number(args.reps);
+const warmup = Number(args.warmup);
+const threads = Number(args.threads);
+
+/** An in-place progress line on stderr, when it is a terminal. */
+function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r${text}\x1b[K`);
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function timed(run: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await run();
+  return performance.now() - t0;
+}
+
+interface Row {
+  model: string;
+  batch: number;
+  ours: number;
+  baseline: number;
+}
+
+async function benchModel(name: string, baselineBytes: Uint8Array): Promise<Row[]> {
+  const model = createModel(name).eval();
+  const [c, h, w] = getVariant(name).pretrained.inputSize;
+  const baseline = await OrtSession.create(baselineBytes, { threads });
+  const rows: Row[] = [];
+  try {
+    for (const batch of batches) {
+      const ours = await createInferenceRunner((x) => model.call(x), [c, h, w], { batch, threads });
+      try {
+        const rng = new Rng(batch);
+        const x = NDArray.float32([batch, c, h, w]);
+        for (let i = 0; i < x.size; i++) x.data[i] = rng.normal();
+        const runOurs = () => ours.run(x);
+        const runBaseline = () => baseline.run({ input: x });
+        for (let i = 0; i < warmup; i++) {
+          await runOurs();
+          await runBaseline();
+        }
+        const times = { ours: [] as number[], baseline: [] as number[] };
+        for (let r = 0; r < reps; r++) {
+          // Flip the order every repetition so neither side always runs on a warmer cache.
+          if (r % 2 === 0) {
+            times.ours.push(await timed(runOurs));
+            times.baseline.push(await timed(runBaseline));
+          } else {
+            times.baseline.push(await timed(runBaseline));
+            times.ours.push(await timed(runOurs));
+          }
+          progress(`${name} batch ${batch}: ${r + 1}/${reps}`);
+        }
+        rows.push({ model: name, batch, ours: median(times.ours), baseline: median(times.baseline) });
+      } finally {
+        await ours.release();
+      }
+    }
+  } finally {
+    await baseline.release();
+    progress('');
+  }
+  return rows;
+}
+
+const rows: Row[] = [];
+const notes: string[] = [];
+for (const name of args.models.split(',').map((s) => s.trim())) {
+  const file = resolve(args.baselines, `${name}.onnx.gz`);
+  if (listModels(name).length === 0) notes.push(`${name}: skipped, not registered (its family is not written yet)`);
+  else if (!existsSync(file)) notes.push(`${name}: skipped, no baseline at ${file}`);
+  else rows.push(...(await benchModel(name, gunzipSync(readFileSync(file)))));
+}
+
+const ort = await import('onnxruntime-node');
+console.log(`onnxruntime-node ${ort.env.versions.node} (cpu), ${threads} intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL; median of ${reps} alternating runs after ${warmup} warm-ups`);
+console.log('ours: volution exportInference (BatchNorms folded, fixed batch); baseline: the official model exported by torch.onnx.export (dynamic batch)');
+console.log(['model'.padEnd(18), 'batch'.padStart(5), 'ours ms'.padStart(9), 'baseline ms'.padStart(12), 'ours/baseline'.padStart(14)].join('  '));
+for (const r of rows) {
+  console.log([r.model.padEnd(18), String(r.batch).padStart(5), r.ours.toFixed(1).padStart(9), r.baseline.toFixed(1).padStart(12), (r.ours / r.baseline).toFixed(2).padStart(14)].join('  '));
+}
+for (const n of notes) console.log(`note: ${n}`);

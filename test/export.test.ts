@@ -1,0 +1,184 @@
+import { describe, expect, it } from 'vitest';
+import { compile } from '../src/backends/compile.js';
+import { OrtSession } from '../src/backends/ort/session.js';
+import { exportInference, maxRelativeDifference } from '../src/backends/passes/export.js';
+import { foldBatchNorm } from '../src/backends/passes/fold_bn.js';
+import type { ParamGraph } from '../src/backends/passes/rewrite.js';
+import { fromRef, interpret } from '../src/backends/reference/interpreter.js';
+import { ConfigError } from '../src/errors.js';
+import { countMacs, macsByScope, stageOf } from '../src/ir/analysis.js';
+import type { Value } from '../src/ir/graph.js';
+import { NDArray } from '../src/ir/ndarray.js';
+import { BatchNorm2d, Conv2d, Linear } from '../src/nn/layers.js';
+import { Module } from '../src/nn/module.js';
+import { Rng } from '../src/rng.js';
+import { paramValues, trace } from '../src/tensor/function.js';
+import { Parameter, type Tensor, concat, constant, conv2d, convTranspose2d } from '../src/tensor/tensor.js';
+
+function randn(rng: Rng, shape: readonly number[], scale = 1, offset = 0): NDArray<'float32'> {
+  const a = NDArray.float32(shape);
+  for (let i = 0; i < a.size; i++) a.data[i] = offset + scale * rng.normal();
+  return a;
+}
+
+/** A BatchNorm with non-trivial statistics, so that folding it changes the weights. */
+function batchNorm(rng: Rng, c: number): BatchNorm2d {
+  const bn = new BatchNorm2d(c);
+  bn.weight.data = randn(rng, [c], 0.2, 1);
+  bn.bias.data = randn(rng, [c], 0.1);
+  bn.running_mean.data = randn(rng, [c], 0.1);
+  const v = NDArray.float32([c]);
+  for (let i = 0; i < c; i++) v.data[i] = 0.5 + rng.uniform();
+  bn.running_var.data = v;
+  return bn;
+}
+
+/** conv → BN (folded), bias-free conv → BN (folded), a conv whose output also feeds a residual → BN (kept), pool, class token, head. */
+class TinyNet extends Module {
+  cls_token: Parameter;
+  stem: Conv2d;
+  stem_bn: BatchNorm2d;
+  conv: Conv2d;
+  bn: BatchNorm2d;
+  branch: Conv2d;
+  branch_bn: BatchNorm2d;
+  head: Linear;
+
+  constructor(rng: Rng) {
+    super();
+    this.cls_token = new Parameter(randn(rng, [1, 1, 8]));
+    this.stem = new Conv2d(3, 8, 3, { rng, padding: 1, stride: 2 });
+    this.stem_bn = batchNorm(rng, 8);
+    this.conv = new Conv2d(8, 8, 3, { rng, padding: 1, bias: false });
+    this.bn = batchNorm(rng, 8);
+    this.branch = new Conv2d(8, 8, 1, { rng });
+    this.branch_bn = batchNorm(rng, 8);
+    this.head = new Linear(8, 5, { rng });
+  }
+
+  forward(x: Tensor): Tensor {
+    const b = x.dim(0);
+    let y = this.stem_bn.call(this.stem.call(x)).relu();
+    y = this.bn.call(this.conv.call(y)).relu();
+    const z = this.branch.call(y);
+    y = this.branch_bn.call(z).add(z);
+    const tokens = y.flatten(2).transpose(1, 2);
+    const all = concat([this.cls_token.expand(b, -1, -1), tokens], 1);
+    return this.head.call(all.mean(1).reshape(b, -1));
+  }
+}
+
+function tinyNet(): TinyNet {
+  return new TinyNet(new Rng(7)).nameParameters().eval();
+}
+
+function run(g: ParamGraph, x: NDArray): NDArray {
+  const feeds = new Map<Value, NDArray>(g.params);
+  feeds.set(g.graph.inputs.find((v) => v.role === 'input')!, x);
+  return fromRef(interpret(g.graph, feeds)[0]!, 'float64');
+}
+
+describe('foldBatchNorm', () => {
+  const model = tinyNet();
+  const traced = trace((x) => model.call(x), [{ dtype: 'float32', shape: [2, 3, 16, 16], name: 'input' }]);
+  const source: ParamGraph = { graph: traced.graph, params: paramValues(traced) };
+  const folded = foldBatchNorm(source);
+
+  it('folds a conv → BN pair unless the conv output has another use', () => {
+    expect(folded.folded).toBe(2);
+    const bns = folded.graph.liveNodes().filter((n) => n.op === 'batch_norm');
+    expect(bns.map((n) => n.scope)).toEqual(['branch_bn']);
+    const names = [...folded.params.keys()].map((v) => v.name);
+    expect(names).not.toContain('stem_bn.running_mean');
+    expect(names).toContain('conv.bias');
+  });
+
+  it('computes the same function', () => {
+    const x = randn(new Rng(1), [2, 3, 16, 16]);
+    expect(maxRelativeDifference(run(folded, x), run(source, x))).toBeLessThan(1e-6);
+  });
+});
+
+describe('countMacs', () => {
+  it('counts conv, transposed conv and matmul multiply-accumulates only', () => {
+    const w = new Parameter(NDArray.float32([8, 1, 3, 3]), { name: 'w' });
+    const wt = new Parameter(NDArray.float32([8, 4, 2, 2]), { name: 'wt' });
+    const m = new Parameter(NDArray.float32([64, 6]), { name: 'm' });
+    const { graph } = trace(
+      (x) => {
+        const grouped = conv2d(x, w, undefined, { padding: 1, groups: 4 });
+        return [grouped.relu().reshape(2, 8, 64).matmul(m), convTranspose2d(grouped, wt, undefined, { stride: 2 })];
+      },
+      [{ dtype: 'float32', shape: [2, 4, 8, 8] }],
+    );
+    // grouped conv: N·Cout·Ho·Wo·(Cin/g)·kh·kw = 2·8·8·8·1·3·3; matmul: batch·m·n·k = 2·8·6·64;
+    // transposed conv: N·Cin·Hi·Wi·(Cout/g)·kh·kw = 2·8·8·8·4·2·2
+    expect(countMacs(graph)).toBe(2 * 8 * 64 * 9 + 2 * 8 * 6 * 64 + 2 * 8 * 64 * 16);
+  });
+
+  it('groups by stage', () => {
+    expect(stageOf('blocks1.0.attn')).toBe('blocks1');
+    expect(stageOf('layers.2.blocks.1.attn')).toBe('layers.2');
+    expect(stageOf('layer3.0.conv1')).toBe('layer3');
+    expect(stageOf('blocks.11.mlp')).toBe('blocks.11');
+    expect(stageOf('head')).toBe('head');
+    expect(stageOf('')).toBe('');
+    const model = tinyNet();
+    const { graph } = trace((x) => model.call(x), [{ dtype: 'float32', shape: [1, 3, 16, 16] }]);
+    const byScope = macsByScope(graph);
+    expect(byScope.map((s) => s.scope)).toEqual(['stem', 'stem_bn', '', 'conv', 'bn', 'branch', 'branch_bn', 'head']);
+    expect(byScope.find((s) => s.scope === 'stem')!.macs).toBe(8 * 8 * 8 * 3 * 9);
+    expect(byScope.reduce((n, s) => n + s.macs, 0)).toBe(countMacs(graph));
+  });
+});
+
+describe('exportInference', () => {
+  const model = tinyNet();
+  const fn = (x: Tensor) => model.call(x);
+  const reference = compile(fn);
+
+  async function check(bytes: Uint8Array, batch: number): Promise<number> {
+    const x = randn(new Rng(batch), [batch, 3, 16, 16]);
+    const session = await OrtSession.create(bytes);
+    try {
+      const out = await session.run({ input: x });
+      expect(session.outputNames).toEqual(['logits']);
+      return maxRelativeDifference(out.logits!, (await reference(x))[0]!);
+    } finally {
+      await session.release();
+    }
+  }
+
+  it('exports a fixed batch with BatchNorms folded', async () => {
+    const e = exportInference(fn, [3, 16, 16], { batch: 4 });
+    expect(e.foldedBatchNorms).toBe(2);
+    expect(await check(e.bytes, 4)).toBeLessThan(1e-5);
+  });
+
+  it('exports a dynamic batch that runs at any batch size', async () => {
+    const e = exportInference(fn, [3, 16, 16], { batch: 'dynamic' });
+    for (const batch of [1, 3, 5]) expect(await check(e.bytes, batch)).toBeLessThan(1e-5);
+  });
+
+  it('refuses batch-dependent code it cannot express, naming the node', () => {
+    class BatchConstant extends Module {
+      forward(x: Tensor): Tensor {
+        const scale = NDArray.float32([x.dim(0), 1, 1, 1]);
+        scale.data.fill(2);
+        return x.mul(constant(scale));
+      }
+    }
+    const m = new BatchConstant().nameParameters();
+    m.path = 'scaler';
+    expect(() => exportInference((x) => m.call(x), [3, 4, 4], { batch: 'dynamic' })).toThrow(ConfigError);
+    expect(() => exportInference((x) => m.call(x), [3, 4, 4], { batch: 'dynamic' })).toThrow(/constant node in module 'scaler' has attribute 'value' that depends on the batch size; export with a fixed batch/);
+    const branching = (x: Tensor) => (x.dim(0) > 2 ? x.relu() : x.sigmoid());
+    expect(() => exportInference(branching, [3, 4, 4], { batch: 'dynamic' })).toThrow(/traced differently at batch 2 and 3/);
+    expect(() => exportInference((x) => x.slice(0, 1), [3], { batch: 'dynamic' })).toThrow(/slice node has attribute 'ends' that depends/);
+  });
+
+  it('refuses a train-mode model', () => {
+    const m = tinyNet().train();
+    expect(() => exportInference((x) => m.call(x), [3, 16, 16])).toThrow(/eval mode/);
+  });
+});
