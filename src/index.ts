@@ -38,3 +38,4 @@ export * as nn from './nn/index.js';
 export { Module } from './nn/module.js';
 export { runModule, type RunOptions, type RunResult } from './nn/run.js';
 export * from './models/index.js';
+export * from './io/index.js';
