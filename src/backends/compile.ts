@@ -34,6 +34,11 @@ export interface CompileOptions extends OrtOptions {
   params?: 'initializers' | 'inputs';
   /** Seed of the generator that feeds dropout/drop-path noise (default 0). */
   seed?: number;
+  /**
+   * The noise generator itself (overrides `seed`): a caller that checkpoints
+   * keeps it and saves `rng.state`, so a resumed run draws the same noise.
+   */
+  rng?: Rng;
 }
 
 export type CompiledFn = ((...inputs: NDArray[]) => Promise<NDArray[]>) & {
@@ -62,12 +67,13 @@ export function specsOf(inputs: readonly NDArray[]): InputSpec[] {
 export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
   const cache = new Map<string, Entry>();
   const mode = opts.params ?? 'initializers';
-  const rng = new Rng(opts.seed ?? 0);
+  const rng = opts.rng ?? new Rng(opts.seed ?? 0);
 
   const entryFor = (inputs: readonly NDArray[]): Entry => {
     const key = signature(inputs);
     let e = cache.get(key);
-    const stale = e && !e.traced.updates.length && e.traced.params.some(([p], i) => p.data !== e!.baked[i]);
+    // Only baked weights go stale: a graph that takes its parameters as inputs reads them on every call.
+    const stale = e && mode === 'initializers' && !e.traced.updates.length && e.traced.params.some(([p], i) => p.data !== e!.baked[i]);
     if (!e || stale) {
       if (e?.session) void e.session.then((s) => s.release());
       const t0 = performance.now();

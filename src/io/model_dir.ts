@@ -91,16 +91,23 @@ export function pretrainedFromJson(j: PretrainedJson, where: string): Pretrained
   };
 }
 
+/** An `img_size` option as [H, W] (an int or a pair), or undefined. */
+function imageSize(v: unknown): [number, number] | undefined {
+  if (typeof v === 'number') return [v, v];
+  return Array.isArray(v) && v.length === 2 && v.every((d) => typeof d === 'number') ? [v[0] as number, v[1] as number] : undefined;
+}
+
 /**
  * The evaluation transform of a model built as `name`: the variant's, with
- * the input size and class count the model's own config actually has.
+ * the input size and class count the model's own config has when the user
+ * changed them (`img_size`, `num_classes` overrides).
  */
 export function effectivePretrained(name: string, model: ClassifierModel): PretrainedConfig {
   const base = pretrainedConfig(name, model.config);
-  const imgSize = (model.config as { img_size?: unknown }).img_size;
-  const size = typeof imgSize === 'number' ? imgSize : Array.isArray(imgSize) && imgSize.length === 2 ? (imgSize as [number, number]) : undefined;
-  const inputSize: [number, number, number] = size === undefined ? [...base.inputSize] : typeof size === 'number' ? [base.inputSize[0], size, size] : [base.inputSize[0], size[0], size[1]];
-  return { ...base, inputSize, numClasses: model.numClasses };
+  const size = (model.config as { img_size?: unknown }).img_size;
+  const configured = (resolveConfig(name).config as { img_size?: unknown }).img_size;
+  const resized = JSON.stringify(size) === JSON.stringify(configured) ? undefined : imageSize(size);
+  return { ...base, ...(resized ? { inputSize: [base.inputSize[0], ...resized] as const } : {}), numClasses: model.numClasses };
 }
 
 /** Writes a file atomically: temp file, flushed, then renamed over `path`. */

@@ -41,7 +41,7 @@
  * and the conv stem's `proj.N` keys are unexpected (or missing) elsewhere.
  */
 import { ConfigError, ShapeError } from '../errors.js';
-import type { NDArray } from '../ir/ndarray.js';
+import { NDArray } from '../ir/ndarray.js';
 import { filled } from '../nn/init.js';
 import { BatchNorm2d, Conv2d, DropPath, Dropout, GELU, Identity, LayerNorm, Linear, Mlp, Sequential } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
@@ -761,8 +761,8 @@ export function uniformerCheckpointFilter(ckpt: Checkpoint, model: UniFormer | U
     const renamed = new Map([...sd].map(([k, v]) => [PADDLE_RENAMES.reduce((key, [from, to]) => key.replace(from, to), k), v] as const));
     sd = convertPaddleStateDict(renamed);
   }
-  for (const [key, buffer] of model.namedBuffers()) {
-    if (key.endsWith('.num_batches_tracked') && !sd.has(key)) sd.set(key, buffer.data);
+  for (const [key] of model.namedBuffers()) {
+    if (key.endsWith('.num_batches_tracked') && !sd.has(key)) sd.set(key, NDArray.int64([], [0]));
   }
   return sd;
 }

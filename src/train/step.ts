@@ -10,6 +10,7 @@ import { type CompiledFn, compile } from '../backends/compile.js';
 import { NonFiniteError } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
 import type { Module } from '../nn/module.js';
+import type { Rng } from '../rng.js';
 import { type Parameter, type Tensor, where } from '../tensor/tensor.js';
 import { type ParamGroup, type Optimizer } from './optim.js';
 
@@ -24,6 +25,8 @@ export interface TrainStepOptions {
   threads?: number;
   /** Seed of the dropout / drop-path noise stream. */
   seed?: number;
+  /** The noise generator (overrides `seed`); keep it to checkpoint its state for an exact resume. */
+  rng?: Rng;
 }
 
 export interface StepResult {
@@ -60,7 +63,7 @@ export class TrainStep {
         opts.optimizer.update(opts.groups, grads, { lr: lr!, step: step! });
         return [loss, logits, norm];
       },
-      { threads: opts.threads, seed: opts.seed },
+      { threads: opts.threads, seed: opts.seed, rng: opts.rng },
     );
   }
 

@@ -59,12 +59,29 @@ const LIGHT_MICRO: Partial<UniFormerLightConfig> = {
 const buildLight = (overrides: Partial<UniFormerLightConfig> = {}) => createModel('uniformer_light', { ...LIGHT_MICRO, ...overrides }) as UniFormerLight;
 
 /**
- * Deterministic, non-trivial weights that do not depend on the library's
- * initialisers: conv/linear weights N(0, 1/fan_in), BN variances U(0.5, 1.5),
- * norm weights and gammas 1 + 0.1·N, everything else 0.1·N.
+ * The test's own generator (splitmix32, Box–Muller), so that the reference
+ * logits below depend neither on the library's Rng nor on its initialisers.
+ */
+function testRandom(seed: number): { uniform: () => number; normal: () => number } {
+  let s = seed >>> 0;
+  const u32 = () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  const uniform = () => (u32() + 0.5) / 2 ** 32;
+  return { uniform, normal: () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()) };
+}
+
+/**
+ * Deterministic, non-trivial weights: conv/linear weights N(0, 1/fan_in),
+ * BN variances U(0.5, 1.5), norm weights and gammas 1 + 0.1·N, everything
+ * else (biases, BN means, the class token) 0.1·N.
  */
 function fillWeights(model: Module, seed: number): void {
-  const rng = new Rng(seed);
+  const rng = testRandom(seed);
   for (const [key, p] of model.namedTensors()) {
     if (p.data.dtype !== 'float32') continue;
     const d = p.data.data as Float32Array;
@@ -79,7 +96,7 @@ function fillWeights(model: Module, seed: number): void {
 }
 
 function normalInput(shape: number[], seed: number): NDArray {
-  const rng = new Rng(seed);
+  const rng = testRandom(seed);
   return NDArray.float32(shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()));
 }
 
@@ -134,11 +151,12 @@ describe('uniformer_light: token pruning', () => {
    * transcription of the official uniformer_light.py (eval: argsort,
    * easy_gather, merge_tokens, the in-place score update, the fast update,
    * the 2×2 score pooling). The smallest score gap at a keep/drop boundary
-   * is 4.6e-4, far above float32 noise, so the kept sets are unambiguous.
+   * is 9e-5 (scores ≈ 0.06), far above float32 noise, so the kept sets are
+   * unambiguous.
    */
   const GOLDEN = {
-    plain64: [0.5729449, 0.2300569, -0.4821861, -3.6498558, 1.619643, -0.1795639, -1.1586238, 0.3734838, -2.5429559, 0.6763965],
-    layerScale96: [0.8387678, 0.3448068, 0.8293594, 1.6082912, 0.3197046, -1.3988856, 1.5226474, 1.3720584, 2.8289915, -0.1812727],
+    plain64: [1.4505557, -0.6117747, -5.6217745, -1.1242974, -0.711295, -0.7197335, -0.2058895, -4.8883734, -1.1376232, -1.265758],
+    layerScale96: [-1.3884382, 0.2529128, -0.9864033, -2.0431097, 3.0152907, -1.0753553, 1.1868923, 0.5553894, -0.3581183, 2.8015736],
   };
 
   it('64×64 (stage 3: 16 tokens → 8 kept; stage 4: 4 → 2) matches the reference logits', async () => {
