@@ -6,7 +6,7 @@
  */
 import { ConfigError, fmtShape } from '../../errors.js';
 import type { Value } from '../../ir/graph.js';
-import type { DType, NDArray } from '../../ir/ndarray.js';
+import type { NDArray } from '../../ir/ndarray.js';
 import { type TensorFn, paramValues, trace } from '../../tensor/function.js';
 import { toOnnx } from '../onnx/model.js';
 import { OrtSession, type OrtOptions } from '../ort/session.js';
@@ -38,16 +38,16 @@ export interface InferenceExport {
 const DYNAMIC_TRACE_BATCHES = [2, 3] as const;
 
 /**
- * Exports `fn` (one NCHW-style input of `sampleShape` per example, one
+ * Exports `fn` (one float32 input, `sampleShape` per example, and one
  * output) as an ONNX model. The function must be deterministic and leave
  * buffers alone: put modules in eval mode first.
  */
-export function exportInference(fn: TensorFn, sampleShape: readonly number[], opts: InferenceExportOptions = {}, dtype: DType = 'float32'): InferenceExport {
+export function exportInference(fn: TensorFn, sampleShape: readonly number[], opts: InferenceExportOptions = {}): InferenceExport {
   const inputName = opts.inputName ?? 'input';
   const batch = opts.batch ?? 1;
   if (batch !== 'dynamic' && (!Number.isInteger(batch) || batch < 1)) throw new ConfigError(`batch must be a positive integer or 'dynamic', got ${String(batch)}`);
   const traceAt = (n: number) => {
-    const t = trace(fn, [{ dtype, shape: [n, ...sampleShape], name: inputName }]);
+    const t = trace(fn, [{ dtype: 'float32', shape: [n, ...sampleShape], name: inputName }]);
     if (t.updates.length || t.randoms.length) throw new ConfigError('export needs a model in eval mode (it updated buffers or drew dropout noise); call model.eval() first');
     if (t.numOutputs !== 1) throw new ConfigError(`export expects a function with one output, got ${t.numOutputs}`);
     const source: ParamGraph = { graph: t.graph, params: paramValues(t) };

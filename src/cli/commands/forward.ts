@@ -28,11 +28,11 @@ Input file
   tensors in the file are ignored.
 
 Output file (written atomically)
-  "${LOGITS_KEY}"          float32 [N, num_classes], pre-softmax.
-  with --activations, also every module call's tensors, keyed
-  "<module path>:in.<i>"   the i-th input of the module at that state-dict path,
-  "<module path>:out"      its output; a module called k > 1 times gets
-                           "<path>#k:in.<i>" / "<path>#k:out" for the k-th call.
+  "${LOGITS_KEY}"                 float32 [N, num_classes], pre-softmax.
+  With --activations, also every module call's tensors:
+  "<module path>:in.<i>"   the i-th input of the module at that state-dict path
+  "<module path>:out"      its output; the k-th call (k > 1) of a module called
+                           more than once is keyed "<path>#k:in.<i>", "<path>#k:out".
   Metadata (__metadata__): volution.model, volution.backend.
 
 The model runs in eval mode (BatchNorm running statistics, no dropout or
