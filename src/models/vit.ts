@@ -183,13 +183,15 @@ export class VisionTransformer extends ClassifierModel {
 
 // ----------------------------------------------------- checkpoint helpers
 
-export type StateDict = ReadonlyMap<string, NDArray>;
+type Weights = ReadonlyMap<string, NDArray>;
 
 /**
  * A state dict, or a training checkpoint that wraps one: DeiT/CeiT/UniFormer
  * save `{'model', 'model_ema', 'optimizer', ...}`, others `{'state_dict'}`.
+ * (io's `loadTorchCheckpoint` already unwraps `.pth` files; this covers
+ * containers assembled in code and keeps the filters total.)
  */
-export type Checkpoint = StateDict | { readonly model?: StateDict; readonly model_ema?: StateDict; readonly state_dict?: StateDict };
+export type Checkpoint = Weights | { readonly model?: Weights; readonly model_ema?: Weights; readonly state_dict?: Weights };
 
 export interface UnwrapOptions {
   /** Take the EMA weights (`model_ema`) of a DeiT-style checkpoint instead of `model`. */
@@ -198,10 +200,10 @@ export interface UnwrapOptions {
 
 /** The state dict inside a checkpoint, with a `module.` prefix (DDP) removed when every key carries it. */
 export function unwrapStateDict(ckpt: Checkpoint, opts: UnwrapOptions = {}): Map<string, NDArray> {
-  let sd: StateDict | undefined;
+  let sd: Weights | undefined;
   if (ckpt instanceof Map) sd = ckpt;
   else {
-    const wrapped = ckpt as Exclude<Checkpoint, StateDict>;
+    const wrapped = ckpt as Exclude<Checkpoint, Weights>;
     sd = opts.ema ? wrapped.model_ema : (wrapped.model ?? wrapped.state_dict);
     if (!sd) throw new ConfigError(`the checkpoint has no ${opts.ema ? "'model_ema'" : "'model' or 'state_dict'"} entry holding the weights`);
   }
