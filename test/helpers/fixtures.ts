@@ -20,7 +20,7 @@ export interface Manifest {
   batch: number;
   num_classes: number;
   params: number;
-  grads?: { tensors: { name: string; dtype: string; shape: number[]; absmax?: number; fp64_abs?: number }[]; zero_exact?: string[]; all_zero?: string[] };
+  grads?: { tensors: { name: string; dtype: string; shape: number[]; absmax?: number; fp64_abs?: number }[]; zero_exact?: { keys: string[] } | null; all_zero?: { keys: string[] } | null };
   [k: string]: unknown;
 }
 
