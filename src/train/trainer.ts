@@ -345,7 +345,6 @@ async function evaluate(run: (x: NDArray) => Promise<NDArray>, loader: Loader, o
 /** Trains a model as `config` says (or continues the run `opts.resume` names). */
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const hooks = opts.hooks ?? {};
-  const log = (m: string) => hooks.onLog?.(m);
   let resumed: Checkpoint<TrainConfig> | undefined;
   let cfg: TrainConfig;
   if (opts.resume !== undefined) {
