@@ -521,7 +521,9 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
           fail(`layer_norm: weight/bias ${fmtShape(p.shape)} must equal the normalised shape ${fmtShape(normShape)}`);
         }
       }
-      return [x!];
+      // y, and the per-row mean and 1/sqrt(var + eps) (kept for the backward pass, as ONNX's optional outputs)
+      const stat = { dtype: x!.dtype, shape: x!.shape.map((d, i) => (i < ax ? d : 1)) };
+      return [x!, stat, stat];
     },
   },
   batch_norm: {

@@ -140,14 +140,19 @@ interface Pending {
   reject(e: Error): void;
 }
 
-/** The worker's URL and the loader flags it needs (tsx when running from TypeScript sources). */
-function workerEntry(): { url: URL; execArgv?: string[] } {
+/**
+ * Starts the data worker. From the built package it is `data_worker.js`;
+ * from TypeScript sources (tsx, vitest) a small bootstrap loads
+ * `data_worker.ts` through tsx's API, since loader flags do not reach
+ * worker threads on every Node version.
+ */
+function spawnWorker(spec: LoaderSpec): Worker {
   const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    const tsx = pathToFileURL(createRequire(here).resolve('tsx')).href;
-    return { url: new URL('./data_worker.ts', here), execArgv: ['--import', tsx] };
-  }
-  return { url: new URL('./data_worker.js', here) };
+  if (!here.endsWith('.ts')) return new Worker(new URL('./data_worker.js', here), { workerData: spec });
+  const api = pathToFileURL(createRequire(here).resolve('tsx/esm/api')).href;
+  const entry = new URL('./data_worker.ts', here).href;
+  const boot = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(here)})).catch((e) => { require('node:worker_threads').parentPort.postMessage({ ready: false, error: { name: 'Error', message: String(e && e.message || e) } }); });`;
+  return new Worker(boot, { eval: true, workerData: spec });
 }
 
 export interface LoaderOptions {
@@ -194,8 +199,7 @@ export class Loader {
 
   private async startWorker(): Promise<void> {
     try {
-      const { url, execArgv } = workerEntry();
-      const worker = new Worker(url, { workerData: this.spec, ...(execArgv ? { execArgv } : {}) });
+      const worker = spawnWorker(this.spec);
       await new Promise<void>((resolve, reject) => {
         const onError = (e: Error) => reject(e);
         worker.once('error', onError);

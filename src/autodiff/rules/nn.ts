@@ -27,13 +27,6 @@ function perChannel(x: Tensor): number[] {
 /** Every axis of x [N, C, ...] but the channel axis. */
 const statAxes = (x: Tensor) => [0, ...range(2, x.rank)];
 
-/** Normalised x and 1/sqrt(var + eps) over `axes` (keepdims). */
-function standardise(x: Tensor, axes: readonly number[], epsilon: number): { xhat: Tensor; rstd: Tensor } {
-  const xc = x.sub(x.mean(axes, true));
-  const rstd = xc.square().mean(axes, true).add(epsilon).rsqrt();
-  return { xhat: xc.mul(rstd), rstd };
-}
-
 /** d/dx of a normalisation x̂ = (x − mean)·rstd given gx̂ = dL/dx̂: rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂)). */
 function normBackward(gxhat: Tensor, xhat: Tensor, rstd: Tensor, axes: readonly number[]): Tensor {
   return gxhat.sub(gxhat.mean(axes, true)).sub(xhat.mul(gxhat.mul(xhat).mean(axes, true))).mul(rstd);
@@ -87,15 +80,18 @@ export const nnRules: RuleTable<
     return [gy.sub(y!.mul(gy.sum(axis, true)))];
   },
   log_softmax: ({ outputs: [y], attrs: { axis } }, [g]) => [g!.sub(y!.exp().mul(g!.sum(axis, true)))],
-  layer_norm: ({ inputs: [x, w], attrs: { axis, epsilon }, needs }, [g]) => {
+  // The forward node's own mean and 1/std outputs spare recomputing the statistics. They are
+  // internal to the backward pass (layerNorm() exposes y only), so they take no cotangent.
+  layer_norm: ({ inputs: [x, w], outputs: [, mean, rstd], attrs: { axis }, needs }, [g]) => {
+    if (!g) return [];
     const ax = normAxis(axis, x!.rank);
     const normAxes = range(ax, x!.rank);
     const lead = range(0, ax);
-    const stats = needs[0] || needs[1] ? standardise(x!, normAxes, epsilon) : undefined;
+    const xhat = needs[0] || needs[1] ? x!.sub(mean!).mul(rstd!) : undefined;
     return [
-      needs[0] ? normBackward(w ? g!.mul(w) : g!, stats!.xhat, stats!.rstd, normAxes) : undefined,
-      needs[1] ? g!.mul(stats!.xhat).sum(lead) : undefined,
-      needs[2] ? g!.sum(lead) : undefined,
+      needs[0] ? normBackward(w ? g.mul(w) : g, xhat!, rstd!, normAxes) : undefined,
+      needs[1] ? g.mul(xhat!).sum(lead) : undefined,
+      needs[2] ? g.sum(lead) : undefined,
     ];
   },
   // The running statistics are buffers, but their cotangents are cheap and exact, so a caller

@@ -38,7 +38,7 @@ export const nnEmitters: EmitterTable<
     const xv = node.inputs[0]!;
     // ONNX requires Scale; without a weight it is ones of the normalised shape.
     const scale = w ?? filled(ctx, xv.dtype, xv.shape.slice(axis), 1);
-    return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } });
+    return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, 3);
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
   // Lowered by hand: BatchNormalization's training mode outputs updated running

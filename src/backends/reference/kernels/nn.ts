@@ -135,6 +135,9 @@ export const nnKernels: KernelTable<
     const m = numel(x!.shape.slice(ax));
     const rows = x!.data.length / Math.max(m, 1);
     const y = ref(x!.shape);
+    const statShape = x!.shape.map((d, i) => (i < ax ? d : 1));
+    const means = ref(statShape);
+    const rstds = ref(statShape);
     for (let r = 0; r < rows; r++) {
       const row = x!.data.subarray(r * m, (r + 1) * m);
       let mu = 0;
@@ -143,9 +146,11 @@ export const nnKernels: KernelTable<
       let variance = 0;
       for (const v of row) variance += (v - mu) ** 2;
       const rstd = 1 / Math.sqrt(variance / m + epsilon);
+      means.data[r] = mu;
+      rstds.data[r] = rstd;
       for (let j = 0; j < m; j++) y.data[r * m + j] = (row[j]! - mu) * rstd * (w ? w.data[j]! : 1) + (b ? b.data[j]! : 0);
     }
-    return [y];
+    return [y, means, rstds];
   },
   batch_norm: ([x, w, b, mean, variance], { epsilon }) => [normalizeChannels(x!, w!, b!, mean!.data, variance!.data, epsilon)],
   batch_norm_train: ([x, w, b], { epsilon }) => {
