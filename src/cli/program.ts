@@ -14,6 +14,8 @@ import { registerList } from './commands/list.js';
 import { registerPredict } from './commands/predict.js';
 import { registerZoo } from './commands/zoo.js';
 import { type CliIO, processIO } from './io.js';
+import { registerTrain } from './train.js';
+import { registerValidate } from './validate.js';
 
 export function buildProgram(io: CliIO = processIO): Command {
   const program = new Command('volution')
@@ -29,6 +31,8 @@ export function buildProgram(io: CliIO = processIO): Command {
   registerExport(program, io);
   registerBenchmark(program, io);
   registerZoo(program, io);
+  registerTrain(program, io);
+  registerValidate(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) });
   program.addHelpText('after', '\nSet VOLUTION_DEBUG=1 (2, 3) for graph sizes, session creation and timings, and stack traces on errors.\n');
   return program;

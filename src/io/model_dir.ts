@@ -15,7 +15,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ConfigError, FormatError, StateDictError, VolutionError } from '../errors.js';
 import type { NDArray } from '../ir/ndarray.js';
 import type { LoadReport } from '../nn/module.js';
@@ -235,23 +235,46 @@ function savedConfig(metadata: Record<string, string>): Record<string, unknown> 
   }
 }
 
-/**
- * Loads a checkpoint file (or a model directory's weights) into `model`:
- * unwraps training checkpoints (`model` / `state_dict`, or `key`), strips a
- * `module.` prefix, applies the family's checkpoint filter, tolerates
- * recomputable buffers (BatchNorm step counters, relative-position indices,
- * attention masks), and loads strictly unless told otherwise.
- */
-export async function loadWeights(model: ClassifierModel, path: string, opts: LoadWeightsOptions = {}): Promise<LoadWeightsResult> {
-  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, WEIGHTS_FILE) : path;
-  if (!existsSync(file)) throw new ConfigError(`no such weights file: '${file}'`);
-  let ckpt: CheckpointFile;
+/** Reads a checkpoint, naming the file in any error. */
+async function readCheckpoint(file: string, key?: string): Promise<CheckpointFile> {
   try {
-    ckpt = await loadCheckpointFile(file, opts.key === undefined ? {} : { key: opts.key });
+    return await loadCheckpointFile(file, key === undefined ? {} : { key });
   } catch (err) {
     if (err instanceof VolutionError) throw new (err.constructor as new (m: string) => VolutionError)(`'${file}': ${err.message}`);
     throw err;
   }
+}
+
+/** A sharded safetensors checkpoint (`*.safetensors.index.json` with a `weight_map`, the Hugging Face layout), merged. */
+async function readSharded(index: string): Promise<CheckpointFile> {
+  let weightMap: unknown;
+  try {
+    weightMap = (JSON.parse(await readFile(index, 'utf8')) as { weight_map?: unknown }).weight_map;
+  } catch (err) {
+    throw new FormatError(`'${index}' is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isRecord(weightMap) || !Object.values(weightMap).every((v) => typeof v === 'string')) throw new FormatError(`'${index}' has no "weight_map" of tensor names to shard files`);
+  const merged: CheckpointFile = { format: 'safetensors', tensors: new Map(), metadata: {}, skipped: [] };
+  for (const shard of new Set(Object.values(weightMap) as string[])) {
+    const part = await readCheckpoint(join(dirname(index), shard));
+    for (const [k, v] of part.tensors) merged.tensors.set(k, v);
+    merged.metadata = { ...part.metadata, ...merged.metadata };
+  }
+  return merged;
+}
+
+/**
+ * Loads a checkpoint file (also a sharded `.index.json`, or a model
+ * directory's weights) into `model`: unwraps training checkpoints (`model`
+ * / `state_dict`, or `key`), strips a `module.` prefix, applies the family's
+ * checkpoint filter, tolerates recomputable buffers (BatchNorm step
+ * counters, relative-position indices, attention masks), and loads strictly
+ * unless told otherwise.
+ */
+export async function loadWeights(model: ClassifierModel, path: string, opts: LoadWeightsOptions = {}): Promise<LoadWeightsResult> {
+  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, WEIGHTS_FILE) : path;
+  if (!existsSync(file)) throw new ConfigError(`no such weights file: '${file}'`);
+  const ckpt = file.endsWith('.index.json') ? await readSharded(file) : await readCheckpoint(file, opts.key);
   if (opts.key !== undefined && ckpt.format !== 'torch') throw new ConfigError(`--key '${opts.key}' applies to PyTorch training checkpoints; '${file}' is ${ckpt.format}`);
   let tensors: Map<string, NDArray> = ckpt.tensors;
   const keys = [...tensors.keys()];

@@ -15,7 +15,9 @@
  * runs; typed arrays come back without copying. Without a worker (or when
  * one cannot start) it prepares batches in-process.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ConfigError, VolutionError } from '../errors.js';
@@ -149,7 +151,11 @@ interface Pending {
 function spawnWorker(spec: LoaderSpec): Worker {
   const here = import.meta.url;
   if (!here.endsWith('.ts')) return new Worker(new URL('./data_worker.js', here), { workerData: spec });
-  const api = pathToFileURL(createRequire(here).resolve('tsx/esm/api')).href;
+  // tsx's ESM API file, from its package.json (require.resolve would give the CommonJS build).
+  const require = createRequire(here);
+  const pkg = require.resolve('tsx/package.json');
+  const exp = (JSON.parse(readFileSync(pkg, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default;
+  const api = pathToFileURL(join(dirname(pkg), exp)).href;
   const entry = new URL('./data_worker.ts', here).href;
   const boot = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(here)})).catch((e) => { require('node:worker_threads').parentPort.postMessage({ ready: false, error: { name: 'Error', message: String(e && e.message || e) } }); });`;
   return new Worker(boot, { eval: true, workerData: spec });
@@ -215,6 +221,8 @@ export class Loader {
         const w = this.waiting.get(m.key);
         if (!w) return;
         this.waiting.delete(m.key);
+        // Idle workers do not keep the process alive; busy ones do.
+        if (this.waiting.size === 0) worker.unref();
         if (m.batch) w.resolve(m.batch);
         else {
           const err = new ConfigError(m.error?.message ?? 'data worker failure');
@@ -246,6 +254,7 @@ export class Loader {
     let promise: Promise<RawBatch>;
     if (this.worker) {
       promise = new Promise<RawBatch>((resolve, reject) => this.waiting.set(key, { resolve, reject }));
+      this.worker.ref();
       this.worker.postMessage({ key, epoch, index });
     } else {
       // In-process: made now (after the current synchronous work), in order.

@@ -143,6 +143,8 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'data' | 'out'> = {
 export interface RunInfo {
   runDir: string;
   model: string;
+  /** The live model being trained (its parameters change after every step). */
+  module: ClassifierModel;
   params: number;
   numClasses: number;
   imgSize: number;
@@ -435,6 +437,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const info: RunInfo = {
     runDir,
     model: name,
+    module: model,
     params: model.numParams(),
     numClasses,
     imgSize,

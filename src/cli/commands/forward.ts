@@ -8,16 +8,21 @@ import { ConfigError } from '../../errors.js';
 import { loadSafetensorsFile, saveSafetensorsFile } from '../../io/safetensors.js';
 import type { NDArray } from '../../ir/ndarray.js';
 import { runModule } from '../../nn/run.js';
+import { trainModeGradients } from '../../train/debug.js';
+import { zeroDropRates } from '../../train/modes.js';
 import { type CliIO, formatMs } from '../io.js';
 import { type ModelCliOptions, addModelOptions, addThreadsOption, backendDescription, openCliModel } from '../options.js';
 
 export const INPUT_KEY = 'input';
 export const LOGITS_KEY = 'logits';
+export const TARGET_KEY = 'target';
 
 export interface ForwardCliOptions extends ModelCliOptions {
   input: string;
   output: string;
   activations?: boolean;
+  train?: boolean;
+  target?: string;
   threads: number;
 }
 
@@ -39,6 +44,18 @@ The model runs in eval mode (BatchNorm running statistics, no dropout or
 drop-path) on ONNX Runtime, float32, graph as traced (no BatchNorm folding).
 Exit status: 0 on success, 1 on any error (one line on stderr).
 
+With --train --target t.safetensors: one train-mode forward and backward
+(BatchNorm on batch statistics, updating its running statistics; every dropout
+and drop-path rate set to 0) with mean cross-entropy against the int64 tensor
+"${TARGET_KEY}" [N] of t.safetensors, and no optimizer step. The output file holds
+the layout of the official fixtures' grads.safetensors:
+  "loss"                   float32 [] mean cross-entropy
+  "logits_train"           float32 [N, num_classes], train-mode logits
+  "target"                 the target, as given
+  "grad.<key>"             the gradient of every parameter, by state-dict key
+  "bn_after.<key>.running_mean|running_var|num_batches_tracked"
+                           every BatchNorm's statistics after the step
+
 Example
   volution forward --model ceit --config '{"embed_dim": 48, "depth": 3, "num_heads": 3, "img_size": 64, "num_classes": 10}' \\
     --weights weights.safetensors --input x.safetensors --output y.safetensors --activations
@@ -53,7 +70,52 @@ async function readInput(path: string): Promise<NDArray> {
   return x.dtype === 'float32' ? x : x.astype('float32');
 }
 
+/** Reads the int64 `target` tensor [N] of a --target file. */
+async function readTarget(path: string, batch: number): Promise<NDArray> {
+  const { tensors } = await loadSafetensorsFile(path);
+  const t = tensors.get(TARGET_KEY);
+  if (!t) throw new ConfigError(`--target '${path}' has no tensor named '${TARGET_KEY}' (it holds: ${[...tensors.keys()].slice(0, 10).join(', ') || 'nothing'})`);
+  if (t.dtype !== 'int64') throw new ConfigError(`--target '${path}': '${TARGET_KEY}' must hold int64 class indices, got ${t.dtype}`);
+  if (t.rank !== 1 || t.shape[0] !== batch) throw new ConfigError(`--target '${path}': '${TARGET_KEY}' must have shape [${batch}] (one class per input), got [${t.shape.join(', ')}]`);
+  return t;
+}
+
+const BN_STATS = /\.(running_mean|running_var|num_batches_tracked)$/;
+
+async function runForwardTrain(opts: ForwardCliOptions, io: CliIO): Promise<void> {
+  if (opts.target === undefined) throw new ConfigError('--train needs --target <t.safetensors> holding the int64 tensor "target"');
+  if (opts.activations) throw new ConfigError('--activations applies to the eval-mode forward, not to --train');
+  const { model, name } = await openCliModel(opts, io);
+  const input = await readInput(opts.input);
+  const target = await readTarget(opts.target, input.shape[0]!);
+  for (const [i, v] of Array.from(target.data as BigInt64Array).entries()) {
+    if (v < 0n || v >= BigInt(model.numClasses)) throw new ConfigError(`--target: element ${i} is ${v}, outside the model's classes 0…${model.numClasses - 1}`);
+  }
+  const backend = backendDescription(opts.threads);
+  const restore = zeroDropRates(model);
+  const t0 = performance.now();
+  const r = await trainModeGradients(model, input, target, { threads: opts.threads }).finally(restore);
+  const ms = performance.now() - t0;
+  const tensors = new Map<string, NDArray>([
+    ['loss', r.loss],
+    ['logits_train', r.logits],
+    [TARGET_KEY, target],
+  ]);
+  for (const [k, g] of r.grads) tensors.set(`grad.${k}`, g);
+  let bn = 0;
+  for (const [k, v] of r.buffersAfter) {
+    if (!BN_STATS.test(k)) continue;
+    tensors.set(`bn_after.${k}`, v);
+    bn++;
+  }
+  await saveSafetensorsFile(opts.output, tensors, { 'volution.model': name, 'volution.backend': backend, 'volution.mode': 'train' });
+  io.out(`${name}: train-mode loss ${r.loss.get(0).toFixed(6)}, ${r.grads.size} gradients, ${bn} BatchNorm statistics in ${formatMs(ms)} ms (incl. tracing and session creation) on ${backend}\n`);
+  io.out(`wrote ${opts.output}\n`);
+}
+
 async function runForward(opts: ForwardCliOptions, io: CliIO): Promise<void> {
+  if (opts.train) return runForwardTrain(opts, io);
+  if (opts.target !== undefined) throw new ConfigError('--target applies with --train (a train-mode forward and backward)');
   const { model, name } = await openCliModel(opts, io);
   const input = await readInput(opts.input);
   const backend = backendDescription(opts.threads);
@@ -69,10 +131,12 @@ async function runForward(opts: ForwardCliOptions, io: CliIO): Promise<void> {
 export function registerForward(program: Command, io: CliIO): Command {
   const cmd = program
     .command('forward')
-    .description('eval-mode forward pass: tensor "input" from a safetensors file → "logits" (and activations) to another')
+    .description('eval-mode forward pass: tensor "input" from a safetensors file → "logits" (and activations) to another; --train: gradients')
     .requiredOption('--input <x.safetensors>', `safetensors file with the NCHW float32 tensor "${INPUT_KEY}"`)
     .requiredOption('--output <y.safetensors>', `safetensors file to write "${LOGITS_KEY}" (and activations) to`)
-    .option('--activations', 'also write every module input and output (keys "<path>:in.<i>", "<path>:out")');
+    .option('--activations', 'also write every module input and output (keys "<path>:in.<i>", "<path>:out")')
+    .option('--train', 'train mode: one forward and backward (drop rates 0); writes loss, logits_train, grad.<key>, bn_after.<key>.* (needs --target)')
+    .option('--target <t.safetensors>', `with --train: safetensors file with the int64 class indices "${TARGET_KEY}" [N]`);
   addModelOptions(cmd, 'required');
   addThreadsOption(cmd);
   return cmd.addHelpText('after', HELP).action((opts: ForwardCliOptions) => runForward(opts, io));
