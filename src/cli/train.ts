@@ -219,16 +219,17 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
   const config = trainConfigFromCli(o);
   const progress = new Progress(io);
   const controller = new AbortController();
-  const onSigint = () => {
+  const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) {
-      io.err('\nsecond Ctrl-C: exiting without saving\n');
+      io.err(`\n${signal} again: exiting without saving\n`);
       process.exit(130);
     }
     controller.abort();
     progress.done();
-    io.err('\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to quit at once)\n');
+    io.err(`\n${signal === 'SIGINT' ? 'Ctrl-C' : signal}: finishing the current step, then saving a checkpoint (Ctrl-C again to quit at once)\n`);
   };
-  process.on('SIGINT', onSigint);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let lastPrinted = -1;
   try {
     const result = await train(config, {
@@ -276,7 +277,8 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
     }
   } finally {
     progress.done();
-    process.off('SIGINT', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }
 

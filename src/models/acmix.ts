@@ -26,7 +26,7 @@ import { ConfigError, ShapeError, fmtShape } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
 import { filled, normal, truncNormal } from '../nn/init.js';
 import { BatchNorm2d, Conv2d, Dropout, DropPath, Identity, LayerNorm, Linear, MaxPool2d, Mlp, Sequential } from '../nn/layers.js';
-import { type LoadOptions, Module } from '../nn/module.js';
+import { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
 import { Parameter, type Tensor, concat, constant } from '../tensor/tensor.js';
 import { ClassifierModel, type PretrainedConfig, imagenetPretrained, registerFamily, registerVariant } from './registry.js';
@@ -813,38 +813,21 @@ export class SwinTransformerACmix extends ClassifierModel {
 
 // ------------------------------------------------------------ checkpoint filters
 
-/** Strips a leading `module.` (DistributedDataParallel) when every key carries it. */
-function stripModulePrefix(stateDict: ReadonlyMap<string, NDArray>): Map<string, NDArray> {
-  const keys = [...stateDict.keys()];
-  const strip = keys.length > 0 && keys.every((k) => k.startsWith('module.'));
-  return new Map([...stateDict].map(([k, v]) => [strip ? k.slice('module.'.length) : k, v]));
-}
-
-/**
- * An ACmix-ResNet state dict (from `checkpoint['state_dict']`) → this model's
- * keys. `ResNet/main.py` saves the DDP-wrapped model, so its keys start with
- * `module.`; the names are otherwise the model's own. (No checkpoint was
- * ever published.)
- */
-export function acmixResNetCheckpointFilter(stateDict: ReadonlyMap<string, NDArray>): Map<string, NDArray> {
-  return stripModulePrefix(stateDict);
-}
-
 const SWIN_RECOMPUTED = /(^|\.)(relative_position_index|attn_mask)$/;
 
 /**
- * The official ACmix-Swin checkpoint (`checkpoint['model']`, saved unwrapped:
- * no prefix, though a `module.` prefix is stripped if present) → this model's
- * keys. `relative_position_index` and `attn_mask` are dropped: the model
- * recomputes them (they are geometry, not weights); load the result with
- * `ACMIX_SWIN_LOAD_OPTIONS`, which checks every other key strictly.
+ * The official ACmix-Swin checkpoint (`checkpoint['model']`) → this model's
+ * state dict. `relative_position_index` and `attn_mask` are geometry, not
+ * weights: the model's own values replace the file's (older Swin checkpoints
+ * lack them), so every other key still loads strictly. (ACmix-ResNet needs no
+ * filter: the loader strips the `module.` prefix of ResNet/main.py's DDP
+ * checkpoints.)
  */
-export function acmixSwinCheckpointFilter(stateDict: ReadonlyMap<string, NDArray>): Map<string, NDArray> {
-  return new Map([...stripModulePrefix(stateDict)].filter(([k]) => !SWIN_RECOMPUTED.test(k)));
+export function acmixSwinCheckpointFilter(stateDict: ReadonlyMap<string, NDArray>, model: Module): Map<string, NDArray> {
+  const out = new Map([...stateDict].filter(([k]) => !SWIN_RECOMPUTED.test(k)));
+  for (const [k, p] of model.namedBuffers()) if (SWIN_RECOMPUTED.test(k)) out.set(k, p.data);
+  return out;
 }
-
-/** Strict loading that tolerates only the recomputed Swin buffers. */
-export const ACMIX_SWIN_LOAD_OPTIONS: LoadOptions = { strict: true, ignore: (key) => SWIN_RECOMPUTED.test(key) };
 
 // ------------------------------------------------------------ pretrained configs
 
@@ -866,7 +849,7 @@ function swinPretrained(top1: number, tsinghua: string, driveId: string): Pretra
       notes:
         `Also on Google Drive (id ${driveId}). A torch.save of {model, optimizer, lr_scheduler, max_accuracy, epoch, config[, amp]}: ` +
         "the weights are checkpoint['model'] (no module. prefix); config is a yacs CfgNode, which our loader reconstructs inert. " +
-        'Load through acmixSwinCheckpointFilter with ACMIX_SWIN_LOAD_OPTIONS.',
+        'The loader recomputes relative_position_index and attn_mask (acmixSwinCheckpointFilter).',
     },
   });
 }
@@ -898,6 +881,7 @@ registerFamily<SwinTransformerACmixConfig>({
   description: 'ACmix-Swin: Swin Transformer with ACmix window attention (Pan et al., CVPR 2022). Official code: LeapLabTHU/ACmix Swin-Transformer/.',
   defaults: ACMIX_SWIN_DEFAULTS,
   build: (config, rng) => new SwinTransformerACmix(config, rng),
+  filterCheckpoint: acmixSwinCheckpointFilter,
 });
 
 for (const v of RESNET_VARIANTS) {

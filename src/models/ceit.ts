@@ -25,7 +25,7 @@ import type { Rng } from '../rng.js';
 import { Parameter, type Tensor, concat, stack } from '../tensor/tensor.js';
 import { activeTrace, isTracing } from '../tensor/trace.js';
 import { ClassifierModel, type PretrainedConfig, imagenetPretrained, registerFamily, registerVariant } from './registry.js';
-import { type Checkpoint, type UnwrapOptions, dropPathRates, resamplePosEmbed, unwrapStateDict } from './vit.js';
+import { dropPathRates, resamplePosEmbed } from './vit.js';
 
 // ------------------------------------------------------------------- config
 
@@ -388,16 +388,16 @@ export class CeIT extends ClassifierModel {
 // ------------------------------------------------------- checkpoint filter
 
 /**
- * Loads the official checkpoint (`{'model', 'model_ema', ...}`, no `module.`
- * prefix) into `model`'s key space. As the official `--finetune` path does, a
+ * Brings the official checkpoint's weights (unwrapped from `{'model',
+ * 'model_ema', ...}` by the loader) into `model`'s key space. As the official `--finetune` path does, a
  * `head` of another shape is dropped (it then shows as missing) and
  * `pos_embed` is resampled to the model's grid — bilinearly here, bicubic in
  * main.py (see `resamplePosEmbed`).
  */
-export function ceitCheckpointFilter(ckpt: Checkpoint, model: CeIT, opts: UnwrapOptions = {}): Map<string, NDArray> {
+export function ceitCheckpointFilter(sd: ReadonlyMap<string, NDArray>, model: CeIT): Map<string, NDArray> {
   const own = new Map(model.namedTensors());
   const out = new Map<string, NDArray>();
-  for (const [k, v] of unwrapStateDict(ckpt, opts)) {
+  for (const [k, v] of sd) {
     const target = own.get(k)?.data.shape;
     if (k.startsWith('head.') && target && target.join() !== v.shape.join()) continue;
     const resample = k === 'pos_embed' && target !== undefined && target[1] !== v.shape[1];
@@ -451,6 +451,7 @@ registerFamily<CeitConfig>({
   description: 'CeiT (Yuan et al., ICCV 2021, "Incorporating Convolution Designs into Visual Transformers"); official code coeusguo/ceit, ceit_model.py',
   defaults: CEIT_DEFAULTS,
   build: (config, rng) => new CeIT(config, rng),
+  filterCheckpoint: (sd, model) => ceitCheckpointFilter(sd, model as CeIT),
 });
 
 const CEIT_SIZES = {

@@ -24,6 +24,7 @@ import { BatchNorm2d, Conv2d, Dropout, DropPath, GELU, Identity, LayerNorm, Line
 import { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
 import { Parameter, type Tensor, concat } from '../tensor/tensor.js';
+import { fromPaddleIfNeeded } from './paddle.js';
 import { ClassifierModel, type PretrainedConfig, imagenetPretrained, registerFamily, registerVariant } from './registry.js';
 
 /** The official `MixFormer(...)` constructor options (PaddleClas names). */
@@ -548,42 +549,6 @@ export class MixFormer extends ClassifierModel {
 
 // ------------------------------------------------------- checkpoint filter
 
-/** A 2-D array transposed ([in, out] → [out, in]). */
-function transpose2d(a: NDArray): NDArray {
-  const [rows, cols] = a.shape as [number, number];
-  const out = NDArray.zeros(a.dtype, [cols, rows]);
-  const src = a.data as ArrayLike<number | bigint>;
-  const dst = out.data as unknown as (number | bigint)[];
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c]!;
-  return out;
-}
-
-/**
- * PaddleClas `.pdparams` tensors → this model's (PyTorch-style) state dict:
- * Linear weights [in, out] → [out, in] (in MixFormer every 2-D `*.weight`
- * is a Linear; `relative_position_bias_table` has the same layout in both
- * frameworks and is kept), BatchNorm `_mean`/`_variance` →
- * `running_mean`/`running_var` plus the `num_batches_tracked` (0) that Paddle
- * does not store. `relative_position_index` is kept.
- */
-export function convertPaddleStateDict(paddleTensors: ReadonlyMap<string, NDArray>): Map<string, NDArray> {
-  const out = new Map<string, NDArray>();
-  for (const [key, value] of paddleTensors) {
-    if (key.endsWith('._mean')) {
-      out.set(`${key.slice(0, -'_mean'.length)}running_mean`, value);
-    } else if (key.endsWith('._variance')) {
-      const prefix = key.slice(0, -'_variance'.length);
-      out.set(`${prefix}running_var`, value);
-      out.set(`${prefix}num_batches_tracked`, NDArray.int64([], [0]));
-    } else if (key.endsWith('.weight') && value.rank === 2) {
-      out.set(key, transpose2d(value));
-    } else {
-      out.set(key, value);
-    }
-  }
-  return out;
-}
-
 // ------------------------------------------------------ pretrained configs
 
 const PADDLE_URL = 'https://paddle-imagenet-models-name.bj.bcebos.com/dygraph';
@@ -601,7 +566,7 @@ function mixformerPretrained(name: string | undefined, top1: number): Pretrained
             url: `${PADDLE_URL}/MixFormer_${name}_pretrained.pdparams`,
             format: 'pdparams' as const,
             top1,
-            notes: 'PaddleClas PR #1820 (never merged into develop); Paddle layout, load through convertPaddleStateDict. Top-1 as listed in its docs/en/models/MixFormer_en.md.',
+            notes: 'PaddleClas PR #1820 (never merged into develop); Paddle layout, the CLI and loadWeights convert it (see models/paddle.ts). Top-1 as listed in its docs/en/models/MixFormer_en.md.',
           },
         }
       : {}),
@@ -634,6 +599,7 @@ registerFamily<MixFormerConfig>({
   description: 'MixFormer: Mixing Features across Windows and Dimensions (Chen et al., CVPR 2022; Baidu). Official code: PaddlePaddle/PaddleClas PR #1820 (Paddle only).',
   defaults: MIXFORMER_DEFAULTS,
   build: (config, rng) => new MixFormer(config, rng),
+  filterCheckpoint: (sd) => fromPaddleIfNeeded(sd),
 });
 
 for (const v of VARIANTS) {

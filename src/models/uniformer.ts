@@ -48,9 +48,9 @@ import { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
 import { Parameter, type Tensor, avgPool2d, concat } from '../tensor/tensor.js';
 import { activeTrace, isTracing } from '../tensor/trace.js';
-import { convertPaddleStateDict } from './mixformer.js';
+import { convertPaddleStateDict } from './paddle.js';
 import { ClassifierModel, type PretrainedConfig, imagenetPretrained, registerFamily, registerVariant } from './registry.js';
-import { type Checkpoint, type UnwrapOptions, dropPathRates, unwrapStateDict } from './vit.js';
+import { dropPathRates } from './vit.js';
 
 // ------------------------------------------------------------------- config
 
@@ -747,16 +747,16 @@ const PADDLE_RENAMES: readonly [RegExp, string][] = [
 ];
 
 /**
- * Brings an official or PaddleClas UniFormer checkpoint into this library's
- * key space: unwraps the Drive/Baidu `{'model': ...}` training checkpoint
- * (`opts.ema` picks `model_ema`) and a `module.` prefix; for PaddleClas
+ * Brings an official or PaddleClas UniFormer checkpoint (unwrapped from the
+ * Drive/Baidu `{'model': ...}` training checkpoint by the loader; `--key
+ * model_ema` picks the EMA weights) into this library's key space: for PaddleClas
  * `.pdparams` (recognised by BatchNorm `_mean` keys) renames `fc1_conv`,
  * `fc2_conv`, `proj_conv`, BN `_mean`/`_variance`, and transposes the Linear
  * weights; adds any `num_batches_tracked` the file lacks. It cannot tell
  * head_dim 32 from 64: pick the variant as the file comment says.
  */
-export function uniformerCheckpointFilter(ckpt: Checkpoint, model: UniFormer | UniFormerLight, opts: UnwrapOptions = {}): Map<string, NDArray> {
-  let sd = unwrapStateDict(ckpt, opts);
+export function uniformerCheckpointFilter(weights: ReadonlyMap<string, NDArray>, model: UniFormer | UniFormerLight): Map<string, NDArray> {
+  let sd = new Map(weights);
   if ([...sd.keys()].some((k) => k.endsWith('._mean'))) {
     const renamed = new Map([...sd].map(([k, v]) => [PADDLE_RENAMES.reduce((key, [from, to]) => key.replace(from, to), k), v] as const));
     sd = convertPaddleStateDict(renamed);
@@ -852,6 +852,7 @@ registerFamily<UniFormerConfig>({
   description: 'UniFormer (Li et al., TPAMI 2023 / ICLR 2022, "UniFormer: Unifying Convolution and Self-attention for Visual Recognition"); official code Sense-X/UniFormer, image_classification/models/uniformer.py and token_labeling/tlt/models/uniformer.py',
   defaults: UNIFORMER_DEFAULTS,
   build: (config, rng) => new UniFormer(config, rng),
+  filterCheckpoint: (sd, model) => uniformerCheckpointFilter(sd, model as UniFormer),
 });
 
 registerFamily<UniFormerLightConfig>({
@@ -859,6 +860,7 @@ registerFamily<UniFormerLightConfig>({
   description: 'UniFormer-Light (XXS, XS) with Evo-ViT token pruning; official code Sense-X/UniFormer, image_classification/models/uniformer_light.py',
   defaults: UNIFORMER_LIGHT_DEFAULTS,
   build: (config, rng) => new UniFormerLight(config, rng),
+  filterCheckpoint: (sd, model) => uniformerCheckpointFilter(sd, model as UniFormerLight),
 });
 
 const SMALL = { depth: [3, 4, 8, 3], embed_dim: [64, 128, 320, 512] } as const;

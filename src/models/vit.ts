@@ -186,33 +186,6 @@ export class VisionTransformer extends ClassifierModel {
 type Weights = ReadonlyMap<string, NDArray>;
 
 /**
- * A state dict, or a training checkpoint that wraps one: DeiT/CeiT/UniFormer
- * save `{'model', 'model_ema', 'optimizer', ...}`, others `{'state_dict'}`.
- * (io's `loadTorchCheckpoint` already unwraps `.pth` files; this covers
- * containers assembled in code and keeps the filters total.)
- */
-export type Checkpoint = Weights | { readonly model?: Weights; readonly model_ema?: Weights; readonly state_dict?: Weights };
-
-export interface UnwrapOptions {
-  /** Take the EMA weights (`model_ema`) of a DeiT-style checkpoint instead of `model`. */
-  ema?: boolean;
-}
-
-/** The state dict inside a checkpoint, with a `module.` prefix (DDP) removed when every key carries it. */
-export function unwrapStateDict(ckpt: Checkpoint, opts: UnwrapOptions = {}): Map<string, NDArray> {
-  let sd: Weights | undefined;
-  if (ckpt instanceof Map) sd = ckpt;
-  else {
-    const wrapped = ckpt as Exclude<Checkpoint, Weights>;
-    sd = opts.ema ? wrapped.model_ema : (wrapped.model ?? wrapped.state_dict);
-    if (!sd) throw new ConfigError(`the checkpoint has no ${opts.ema ? "'model_ema'" : "'model' or 'state_dict'"} entry holding the weights`);
-  }
-  const keys = [...sd.keys()];
-  const strip = keys.length > 0 && keys.every((k) => k.startsWith('module.'));
-  return new Map([...sd].map(([k, v]) => [strip ? k.slice('module.'.length) : k, v]));
-}
-
-/**
  * PyTorch's bilinear interpolation weights (align_corners=False, no
  * antialias) as an [out, in] matrix: output i samples the input at
  * (i + 0.5)·in/out − 0.5, clamped at 0, between its two neighbours.
@@ -278,14 +251,14 @@ export function resamplePosEmbed(posEmbed: NDArray, newGrid: readonly [number, n
 }
 
 /**
- * timm's `checkpoint_filter_fn` for the classic ViT/DeiT checkpoints: unwraps
- * `{'model': ...}` (official DeiT) or `{'state_dict': ...}`, strips `module.`,
- * drops the old `pre_logits` layer, and resamples `pos_embed` (bilinearly,
- * see `resamplePosEmbed`) when the model's grid differs from the checkpoint's.
+ * timm's `checkpoint_filter_fn` for the classic ViT/DeiT checkpoints (already
+ * unwrapped from `{'model': ...}` by the loader): drops the old `pre_logits`
+ * layer and resamples `pos_embed` (bilinearly, see `resamplePosEmbed`) when
+ * the model's grid differs from the checkpoint's.
  */
-export function vitCheckpointFilter(ckpt: Checkpoint, model: VisionTransformer, opts: UnwrapOptions = {}): Map<string, NDArray> {
+export function vitCheckpointFilter(sd: Weights, model: VisionTransformer): Map<string, NDArray> {
   const out = new Map<string, NDArray>();
-  for (const [k, v] of unwrapStateDict(ckpt, opts)) {
+  for (const [k, v] of sd) {
     if (k.startsWith('pre_logits.')) continue;
     const resample = k === 'pos_embed' && v.shape[1] !== model.pos_embed.data.shape[1];
     out.set(k, resample ? resamplePosEmbed(v, model.patch_embed.gridSize, 1) : v);
@@ -354,6 +327,7 @@ registerFamily<VitConfig>({
   description: 'ViT (Dosovitskiy et al., ICLR 2021) and DeiT (Touvron et al., ICML 2021), as timm\'s VisionTransformer (huggingface/pytorch-image-models, timm/models/vision_transformer.py, deit.py)',
   defaults: VIT_DEFAULTS,
   build: (config, rng) => new VisionTransformer(config, rng),
+  filterCheckpoint: (sd, model) => vitCheckpointFilter(sd, model as VisionTransformer),
 });
 
 const SIZES = {

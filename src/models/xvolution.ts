@@ -63,7 +63,13 @@ export interface XVolutionOptions {
   weighting_kernel: 1 | 3;
   /** Conv branch kernel; follows the replaced layer. */
   conv_kernel: 3;
-  /** Initial γ of the attention branch's BN (0 makes the module start as conv → BN). */
+  /**
+   * Initial γ of the attention branch's BN. Default 0 (the spec leaves it to the project): a fresh
+   * model then equals its ResNet host and stays well-scaled in eval mode — the branch is quadratic in
+   * its input, so with γ = 1 and untrained running statistics activations square at every layer and
+   * overflow to NaN by layer 3 — and the branch grows in from zero during training, like zero-init
+   * residuals. Set 1 for the spec's from-scratch suggestion.
+   */
   attn_bn_gamma_init: number;
   /** SA branch: channels per head (heads = max(1, Cout / sa_head_dim)). */
   sa_head_dim: number;
@@ -81,7 +87,7 @@ export const XVOLUTION_DEFAULTS: XVolutionOptions = {
   weighting: 'full',
   weighting_kernel: 1,
   conv_kernel: 3,
-  attn_bn_gamma_init: 1,
+  attn_bn_gamma_init: 0,
   sa_head_dim: 64,
   sa_chunk: 1024,
 };
@@ -601,6 +607,7 @@ registerFamily<XResNetConfig>({
   description: 'X-volution (Chen, Wang, Ni, arXiv 2106.02253) in a torchvision ResNet host; no official code or weights: built to the project design spec',
   defaults: XRESNET_DEFAULTS,
   build: (config, rng) => new XResNet(config, rng),
+  filterCheckpoint: (sd, model) => xresnetCheckpointFilter(sd, model as XResNet),
 });
 
 for (const [name, v] of Object.entries(XVOLUTION_VARIANTS)) {

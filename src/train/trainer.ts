@@ -504,6 +504,13 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
 
   try {
     for (let epoch = startEpoch; epoch < cfg.epochs; epoch++) {
+      if (opts.signal?.aborted && lastCheckpoint?.step === step.steps) {
+        // Stopped between epochs: the epoch's checkpoint is already written.
+        const message = `interrupted after epoch ${epoch} (step ${step.steps}); the checkpoint is ${checkpointPath}. Continue with --resume ${checkpointPath}`;
+        await metrics.append({ kind: 'event', step: step.steps, time: elapsed(), event: 'interrupted', message });
+        await writeReport(`interrupted after epoch ${epoch}`);
+        return await finish('interrupted', message, { checkpoint: checkpointPath });
+      }
       const b0 = epoch === startEpoch ? startBatch : 0;
       if (epoch !== startEpoch) sums = emptyEpochSums();
       const epochWall0 = performance.now() - sums.wallMs;

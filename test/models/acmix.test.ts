@@ -5,6 +5,8 @@
  * (kept here only, as an oracle), the full-size key spaces, small forwards of
  * every block type, checkpoint filters and bad inputs.
  */
+import { extractStateDict } from '../../src/io/torch.js';
+import type { PickleValue } from '../../src/io/pickle.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -16,11 +18,9 @@ import { Conv2d, Sequential } from '../../src/nn/layers.js';
 import type { Module } from '../../src/nn/module.js';
 import { runModule } from '../../src/nn/run.js';
 import {
-  ACMIX_SWIN_LOAD_OPTIONS,
   ACmix,
   type ACmixResNet,
   type SwinTransformerACmix,
-  acmixResNetCheckpointFilter,
   acmixSwinCheckpointFilter,
   createModel,
   getVariant,
@@ -317,21 +317,23 @@ describe('acmix: small forwards', () => {
 // ------------------------------------------------------------ checkpoint filters
 
 describe('acmix: checkpoint filters', () => {
-  it('ResNet: strips the `module.` prefix of ResNet/main.py’s DDP checkpoints', () => {
+  it('ResNet: the loader strips the `module.` prefix of ResNet/main.py’s DDP checkpoints', () => {
     const model = createModel('acmix_resnet', { layers: [1, 1, 1, 1], num_classes: 10 }) as ACmixResNet;
-    const ddp = new Map([...model.stateDict()].map(([k, v]) => [`module.${k}`, v]));
-    const report = model.loadStateDict(acmixResNetCheckpointFilter(ddp));
+    const ddp = new Map<string, PickleValue>([...model.stateDict()].map(([k, v]) => [`module.${k}`, v]));
+    const report = model.loadStateDict(extractStateDict(new Map<string, PickleValue>([['state_dict', ddp]])).tensors);
     expect(report).toEqual({ missing: [], unexpected: [], mismatched: [] });
   });
 
-  it('Swin: drops the recomputed buffers and loads every other key strictly', () => {
+  it('Swin: replaces the recomputed buffers with the model’s own and loads every other key strictly', () => {
     const f = loadFixture('acmix_swin_micro');
-    const filtered = acmixSwinCheckpointFilter(f.weights);
-    expect([...filtered.keys()].some((k) => /attn_mask|relative_position_index/.test(k))).toBe(false);
     const model = createModel('acmix_swin', f.manifest.kwargs);
-    expect(model.loadStateDict(filtered, ACMIX_SWIN_LOAD_OPTIONS)).toEqual({ missing: [], unexpected: [], mismatched: [] });
+    const withoutBuffers = new Map([...f.weights].filter(([k]) => !/attn_mask|relative_position_index/.test(k)));
+    const filtered = acmixSwinCheckpointFilter(withoutBuffers, model);
+    expect(model.loadStateDict(filtered)).toEqual({ missing: [], unexpected: [], mismatched: [] });
+    // the recomputed buffers equal the official ones
+    for (const [k, v] of f.weights) if (/attn_mask|relative_position_index/.test(k)) expect(Array.from(filtered.get(k)!.toFloat64())).toEqual(Array.from(v.toFloat64()));
     filtered.delete('head.bias');
-    expect(() => model.loadStateDict(filtered, ACMIX_SWIN_LOAD_OPTIONS)).toThrow(/missing keys: head\.bias/);
+    expect(() => model.loadStateDict(filtered)).toThrow(/missing keys: head\.bias/);
   });
 });
 

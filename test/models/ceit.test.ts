@@ -5,6 +5,9 @@
  * spaces, small forwards of every block option, the checkpoint filter and
  * bad inputs.
  */
+import { StateDictError } from '../../src/errors.js';
+import { extractStateDict } from '../../src/io/torch.js';
+import type { PickleValue } from '../../src/io/pickle.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -168,11 +171,11 @@ describe('ceit: checkpoint filter', () => {
     const f = loadFixture('ceit_micro');
     const model = build(micro());
     const prefixed = new Map([...f.weights].map(([k, v]) => [`module.${k}`, v]));
-    const sd = ceitCheckpointFilter({ model: prefixed, model_ema: f.weights }, model);
+    const sd = ceitCheckpointFilter(extractStateDict(new Map<string, PickleValue>([['model', prefixed], ['model_ema', f.weights]])).tensors, model);
     expect([...sd.keys()]).toEqual([...f.weights.keys()]);
     expect(model.loadStateDict(sd)).toEqual({ missing: [], unexpected: [], mismatched: [] });
-    expect(ceitCheckpointFilter({ model_ema: f.weights }, model, { ema: true }).size).toBe(f.weights.size);
-    expect(() => ceitCheckpointFilter({ optimizer: f.weights } as never, model)).toThrow(ConfigError);
+    expect(ceitCheckpointFilter(extractStateDict(new Map<string, PickleValue>([['model', new Map()], ['model_ema', f.weights]]), { key: 'model_ema' }).tensors, model).size).toBe(f.weights.size);
+    expect(() => extractStateDict(new Map<string, PickleValue>([['optimizer', new Map([['step', 3]])]]))).toThrow(StateDictError);
   });
 
   it('resamples pos_embed to another resolution and drops a head of another size (as --finetune does)', async () => {

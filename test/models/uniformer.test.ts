@@ -5,6 +5,9 @@
  * pruning against reference logits, the TL head, layer scale, the
  * checkpoint filter (official wrapper, PaddleClas copies) and bad inputs.
  */
+import { StateDictError } from '../../src/errors.js';
+import { extractStateDict } from '../../src/io/torch.js';
+import type { PickleValue } from '../../src/io/pickle.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -395,11 +398,11 @@ describe('uniformer: checkpoint filter', () => {
     const f = loadFixture('uniformer_micro');
     const model = build(microConfig());
     const prefixed = new Map([...f.weights].map(([k, v]) => [`module.${k}`, v]));
-    const sd = uniformerCheckpointFilter({ model: prefixed, model_ema: f.weights }, model);
+    const sd = uniformerCheckpointFilter(extractStateDict(new Map<string, PickleValue>([['model', prefixed], ['model_ema', f.weights]])).tensors, model);
     expect([...sd.keys()]).toEqual([...f.weights.keys()]);
     expect(model.loadStateDict(sd)).toEqual({ missing: [], unexpected: [], mismatched: [] });
-    expect(uniformerCheckpointFilter({ model_ema: f.weights }, model, { ema: true }).size).toBe(f.weights.size);
-    expect(() => uniformerCheckpointFilter({ optimizer: f.weights } as never, model)).toThrow(ConfigError);
+    expect(uniformerCheckpointFilter(extractStateDict(new Map<string, PickleValue>([['model', new Map()], ['model_ema', f.weights]]), { key: 'model_ema' }).tensors, model).size).toBe(f.weights.size);
+    expect(() => extractStateDict(new Map<string, PickleValue>([['optimizer', new Map([['step', 3]])]]))).toThrow(StateDictError);
   });
 
   for (const name of CASES) {

@@ -5,6 +5,9 @@
  * configs, the checkpoint filter with position-embedding resampling, and bad
  * inputs.
  */
+import { StateDictError } from '../../src/errors.js';
+import { extractStateDict } from '../../src/io/torch.js';
+import type { PickleValue } from '../../src/io/pickle.js';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, ShapeError } from '../../src/errors.js';
 import { NDArray } from '../../src/ir/ndarray.js';
@@ -250,7 +253,7 @@ describe('vit: checkpoint filter and position-embedding resampling', () => {
     ddp.set('module.pre_logits.fc.weight', NDArray.float32([16, 16]));
 
     const same = build(SMALL);
-    const filtered = vitCheckpointFilter({ model: ddp }, same);
+    const filtered = vitCheckpointFilter(extractStateDict(new Map<string, PickleValue>([['model', ddp]])).tensors, same);
     expect([...filtered.keys()]).toEqual([...sd.keys()]);
     expect(same.loadStateDict(filtered)).toEqual({ missing: [], unexpected: [], mismatched: [] });
     expect(vitCheckpointFilter(sd, same).get('pos_embed')).toBe(sd.get('pos_embed'));
@@ -261,7 +264,7 @@ describe('vit: checkpoint filter and position-embedding resampling', () => {
     larger.loadStateDict(resampled);
     const { output } = await runModule(larger, randn([1, 3, 48, 48], 6).astype('float32'));
     expect(finite(output)).toBe(true);
-    expect(() => vitCheckpointFilter({ model_ema: sd }, same)).toThrow(ConfigError);
+    expect(() => extractStateDict(new Map<string, PickleValue>([['model_ema', sd]]), { key: 'model' })).toThrow(StateDictError);
   });
 });
 

@@ -75,7 +75,7 @@ describe('CIFAR binary format', () => {
     expect(spec.kind).toBe('cifar100');
     const train = openDataset(spec, 'train');
     expect(train.classes.length).toBe(100);
-    expect(train.get(4).label).toBe(94);
+    expect((train.get(4) as { label: number }).label).toBe(94);
     expect(() => parseDataSpec(`cifar10:${dir}`) && openDataset(parseDataSpec(`cifar10:${dir}`), 'train')).toThrow(/missing data_batch_1\.bin/);
   });
 });
@@ -87,9 +87,9 @@ async function png(path: string, r: number, g: number, b: number, w = 20, h = 12
 describe('image folders', () => {
   it('<dir>/<class>/*.png: sorted classes, a fixed held-out tenth per class, decoded RGB', async () => {
     const root = tmp();
-    for (const [c, color] of [['zebra', [10, 20, 30]], ['ant', [200, 100, 0]]] as const) {
+    for (const [c, [r, g, b]] of [['zebra', [10, 20, 30]], ['ant', [200, 100, 0]]] as const) {
       mkdirSync(join(root, c));
-      for (let i = 0; i < 10; i++) await png(join(root, c, `${i}.png`), ...color);
+      for (let i = 0; i < 10; i++) await png(join(root, c, `${i}.png`), r, g, b);
     }
     writeFileSync(join(root, 'ant', 'notes.txt'), 'not an image');
     const spec = parseDataSpec(root);
