@@ -1,10 +1,9 @@
-import { createModel, runModule, NDArray } from './src/index.js';
-const m = createModel('xvolution_resnet34').eval();
-const x = NDArray.float32([1, 3, 224, 224]);
-for (let i = 0; i < x.size; i++) x.data[i] = Math.sin(i * 0.001);
-const r = await runModule(m, x, { activations: true, backend: 'ort' });
-for (const [k, v] of r.activations) {
-  const d = v.toFloat64(); let bad = 0, mx = 0;
-  for (const e of d) { if (!Number.isFinite(e)) bad++; else mx = Math.max(mx, Math.abs(e)); }
-  if (bad || mx > 1e6) { console.log(k, v.shape, 'nonfinite', bad, 'max', mx); }
+import { createModel, listModels } from './src/index.js';
+let total = 0;
+for (const name of listModels()) {
+  const t0 = performance.now();
+  const m = createModel(name, {}, { init: false });
+  const dt = performance.now() - t0; total += dt;
+  if (dt > 1500) console.log(name, (dt / 1000).toFixed(1), 's', m.numParams());
 }
+console.log('models', listModels().length, 'total s', (total / 1000).toFixed(1));

@@ -91,3 +91,23 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
+
+/**
+ * A generator that always draws the distribution's centre (uniform 0.5,
+ * normal 0): building with it skips random initialisation, for models whose
+ * weights are loaded right after (or only counted).
+ */
+export class CentreRng extends Rng {
+  constructor() {
+    super(0);
+  }
+  override uniform(): number {
+    return 0.5;
+  }
+  override normal(): number {
+    return 0;
+  }
+  override fork(): Rng {
+    return this;
+  }
+}

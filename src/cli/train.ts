@@ -21,7 +21,7 @@ export const MAIN_JOB = {
   model: 'uniformer',
   config: { depth: [1, 1, 2, 1], embed_dim: [32, 64, 128, 256], head_dim: 32 },
   data: 'synthetic',
-  epochs: 6,
+  epochs: 4,
   batch: 64,
   lr: 2e-3,
 } as const;
@@ -219,11 +219,16 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
   const config = trainConfigFromCli(o);
   const progress = new Progress(io);
   const controller = new AbortController();
+  // A signal forwarded by a parent (npm relays Ctrl-C to its child, which got it from the terminal too)
+  // arrives right after the first: only a second press a moment later quits without saving.
+  let firstSignalAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) {
+      if (performance.now() - firstSignalAt < 1000) return;
       io.err(`\n${signal} again: exiting without saving\n`);
       process.exit(130);
     }
+    firstSignalAt = performance.now();
     controller.abort();
     progress.done();
     io.err(`\n${signal === 'SIGINT' ? 'Ctrl-C' : signal}: finishing the current step, then saving a checkpoint (Ctrl-C again to quit at once)\n`);

@@ -7,7 +7,7 @@
 import { ConfigError } from '../errors.js';
 import type { NDArray } from '../ir/ndarray.js';
 import { Module } from '../nn/module.js';
-import { Rng } from '../rng.js';
+import { CentreRng, Rng } from '../rng.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /** Evaluation preprocessing and provenance of published weights. */
@@ -54,6 +54,12 @@ export abstract class ClassifierModel extends Module {
 export interface CreateOptions {
   /** Seed of the initialisation (default 0). */
   seed?: number;
+  /**
+   * false skips random initialisation (weights at the distributions' centres,
+   * norms at identity): much faster for large models whose weights are
+   * loaded right after, or that are only inspected.
+   */
+  init?: boolean;
 }
 
 export interface FamilyEntry<C extends object = object> {
@@ -140,7 +146,8 @@ export function resolveConfig(name: string, overrides: object = {}): { family: F
 /** Builds a registered variant or a family with config overrides, parameters named by state-dict key. */
 export function createModel(name: string, overrides: object = {}, opts: CreateOptions = {}): ClassifierModel {
   const { family, config } = resolveConfig(name, overrides);
-  return family.build(config, new Rng(opts.seed ?? 0)).nameParameters();
+  const rng = opts.init === false ? new CentreRng() : new Rng(opts.seed ?? 0);
+  return family.build(config, rng).nameParameters();
 }
 
 /** The pretrained (preprocessing) config of a variant; families get the ImageNet default at their img_size. */
