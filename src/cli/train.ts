@@ -236,6 +236,7 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let lastPrinted = -1;
+  let epochs = config.epochs;
   try {
     const result = await train(config, {
       ...(o.resume !== undefined ? { resume: o.resume } : {}),
@@ -243,10 +244,11 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
       backend: backendDescription(config.threads),
       hooks: {
         onStart: (info) => {
+          epochs = info.epochs;
           if (info.resumedFrom) io.err(`resuming ${info.runDir} from epoch ${info.resumedFrom.epoch + 1}, batch ${info.resumedFrom.batch} (step ${info.resumedFrom.step}); the run's saved config is used\n`);
           io.out(`training ${info.model}: ${formatInt(info.params)} parameters, ${info.numClasses} classes, input ${info.imgSize}×${info.imgSize}\n`);
           io.out(`  data: ${info.train}; ${info.val}\n`);
-          io.out(`  ${info.stepsPerEpoch} steps per epoch × ${config.epochs} epochs on ${backendDescription(config.threads)}; ${info.loader}\n`);
+          io.out(`  ${info.stepsPerEpoch} steps per epoch × ${epochs} epoch${epochs === 1 ? '' : 's'} on ${backendDescription(config.threads)}; ${info.loader}\n`);
           io.out(`  run directory: ${info.runDir}\n`);
           for (const n of info.notes) io.err(`note: ${n}\n`);
         },
@@ -265,7 +267,7 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
           lastPrinted = -1;
           const ema = e.ema_val_top1 !== undefined ? `  EMA top-1 ${(e.ema_val_top1 * 100).toFixed(2)}%` : '';
           io.out(
-            `epoch ${e.epoch}/${config.epochs}  train loss ${e.train_loss.toFixed(4)} acc ${(e.train_top1 * 100).toFixed(1)}%  ` +
+            `epoch ${e.epoch}/${epochs}  train loss ${e.train_loss.toFixed(4)} acc ${(e.train_top1 * 100).toFixed(1)}%  ` +
               `val loss ${e.val_loss.toFixed(4)} top-1 ${(e.val_top1 * 100).toFixed(2)}% top-5 ${(e.val_top5 * 100).toFixed(2)}%${ema}  ` +
               `${e.images_per_s.toFixed(0)} img/s  data ${e.data_ms.toFixed(1)} ms/batch (waited ${e.data_wait_ms.toFixed(1)} ms) vs step ${e.step_ms.toFixed(0)} ms  ${e.epoch_s.toFixed(1)} s\n`,
           );

@@ -20,7 +20,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ConfigError, VolutionError } from '../errors.js';
+import { ConfigError, FormatError, VolutionError } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
 import { Rng } from '../rng.js';
 import { type MixupSpec, type TransformSpec, mixBatch, transformInto } from './augment.js';
@@ -224,11 +224,7 @@ export class Loader {
         // Idle workers do not keep the process alive; busy ones do.
         if (this.waiting.size === 0) worker.unref();
         if (m.batch) w.resolve(m.batch);
-        else {
-          const err = new ConfigError(m.error?.message ?? 'data worker failure');
-          if (m.error) err.name = m.error.name;
-          w.reject(err);
-        }
+        else w.reject(m.error?.name === 'FormatError' ? new FormatError(m.error.message) : new ConfigError(m.error?.message ?? 'data worker failure'));
       });
       worker.on('error', (e) => this.failAll(e));
       worker.on('exit', () => this.failAll(new Error('the data worker stopped')));

@@ -151,6 +151,8 @@ export interface RunInfo {
   train: string;
   val: string;
   stepsPerEpoch: number;
+  /** Epochs of the run (the checkpoint's, when resuming). */
+  epochs: number;
   valBatches: number;
   loader: string;
   resumedFrom?: { path: string; epoch: number; batch: number; step: number };
@@ -267,7 +269,6 @@ export async function buildModel(cfg: Pick<TrainConfig, 'model' | 'modelConfig' 
     if (!('drop_rate' in known)) throw new ConfigError(`${name} has no drop_rate option (dropout)`);
     over.drop_rate = cfg.drop;
   }
-  for (const k of Object.keys(over)) if (!(k in known)) delete over[k];
   const model = createModel(name, over, { seed: cfg.seed });
   if (cfg.init !== undefined) notes.push(...(await loadInit(model, cfg.init, cfg.initKey, family.name, numClasses)));
   return { model, name, notes };
@@ -384,13 +385,10 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const mixup: MixupSpec | undefined = cfg.mixup > 0 || cfg.cutmix > 0 ? { mixupAlpha: cfg.mixup, cutmixAlpha: cfg.cutmix, prob: cfg.mixupProb, switchProb: cfg.mixupSwitchProb, smoothing: cfg.smoothing, numClasses } : undefined;
   const trainSpec: LoaderSpec = { data: { ...dataSpec, maxSide: 2 * imgSize }, split: 'train', transform: trainTransform, ...(mixup ? { mixup } : {}), batchSize: cfg.batchSize, shuffle: true, dropLast: true, seed: cfg.seed, ...(cfg.limitTrain ? { limit: cfg.limitTrain } : {}) };
   const valSpec: LoaderSpec = { data: dataSpec, split: 'val', transform: valTransform, batchSize: cfg.evalBatchSize ?? cfg.batchSize, shuffle: false, dropLast: false, seed: cfg.seed, ...(cfg.limitVal ? { limit: cfg.limitVal } : {}) };
-  const trainLoader = await Loader.create(trainSpec, { worker: cfg.workers });
-  const valLoader = await Loader.create(valSpec, { worker: cfg.workers });
-  const nb = trainLoader.batches;
 
-  // ---- step, optimizer, EMA, schedule
-  const optimizer: Optimizer = cfg.opt === 'sgd' ? new SGD({ momentum: cfg.momentum, nesterov: cfg.nesterov }) : new AdamW({ betas: cfg.betas, eps: cfg.eps });
+  // ---- step, optimizer, EMA, schedule (nothing here holds resources until the first step)
   if (cfg.opt !== 'sgd' && cfg.opt !== 'adamw') throw new ConfigError(`unknown optimizer '${String(cfg.opt)}' (adamw, sgd)`);
+  const optimizer: Optimizer = cfg.opt === 'sgd' ? new SGD({ momentum: cfg.momentum, nesterov: cfg.nesterov }) : new AdamW({ betas: cfg.betas, eps: cfg.eps });
   const groups = paramGroups(model.namedParameters(), cfg.weightDecay);
   const noiseRng = resumed ? new Rng(Uint32Array.from(resumed.state.noiseRng)) : new Rng(mixSeed(cfg.seed, NOISE_STREAM));
   const smoothing = cfg.smoothing;
@@ -428,81 +426,90 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     elapsedBefore = state.elapsed;
   }
 
-  const metrics = new MetricsLog(join(runDir, 'metrics.jsonl'));
-  if (resumed) await metrics.truncateAfter(resumed.state.step, startEpoch);
-  else await writeFile(metrics.path, '');
-  const checkpointPath = join(runDir, CHECKPOINT_FILE);
-  let lastCheckpoint: { epoch: number; batch: number; step: number } | undefined = resumed ? { epoch: startEpoch, batch: startBatch, step: resumed.state.step } : undefined;
-
-  const info: RunInfo = {
-    runDir,
-    model: name,
-    module: model,
-    params: model.numParams(),
-    numClasses,
-    imgSize,
-    train: trainLoader.dataset.description,
-    val: valLoader.dataset.description,
-    stepsPerEpoch: nb,
-    valBatches: valLoader.batches,
-    loader: trainLoader.mode === 'worker' ? 'batches made in a worker thread, one batch ahead' : 'batches made in-process',
-    ...(resumed ? { resumedFrom: { path: opts.resume!, epoch: startEpoch, batch: startBatch, step: resumed.state.step } } : {}),
-    notes: [...built.notes, ...[trainLoader.note, valLoader.note].filter((n): n is string => n !== undefined)],
-  };
-  hooks.onStart?.(info);
-
-  const pretrained: PretrainedConfig = (() => {
-    const { weights: _w, paperTop1: _p, ...rest } = pre;
-    return { ...rest, inputSize: [3, imgSize, imgSize], mean, std, interpolation: cfg.interpolation, cropPct: evalCropPct, numClasses };
-  })();
-  const wallStart = performance.now();
-  const elapsed = () => elapsedBefore + (performance.now() - wallStart) / 1000;
-  const facts = (status: string): [string, string][] => [
-    ['status', status],
-    ['model', `${name} (${info.params.toLocaleString('en-US')} parameters, ${numClasses} classes, input ${imgSize}×${imgSize})`],
-    ['train data', info.train],
-    ['val data', info.val],
-    ['steps', `${nb} per epoch × ${cfg.epochs} epochs, batch ${cfg.batchSize}`],
-    ['optimizer', `${cfg.opt}, lr ${cfg.lr} (${cfg.sched}, ${cfg.warmupEpochs} warmup epochs), weight decay ${cfg.weightDecay} (none on norms, biases, position embeddings)`],
-    ['runtime', `${opts.backend ?? 'onnxruntime-node (cpu)'}; ${info.loader}`],
-    ['elapsed', fmtTime(elapsed())],
-  ];
-  const writeReport = async (status: string) => {
-    const records: MetricsRecord[] = metrics.records();
-    const last = records.filter((r) => r.kind === 'epoch').at(-1);
-    const headline = last && last.kind === 'epoch' ? `val top-1 ${(last.val_top1 * 100).toFixed(2)}%, top-5 ${(last.val_top5 * 100).toFixed(2)}% after ${last.epoch} epoch${last.epoch === 1 ? '' : 's'}${last.ema_val_top1 !== undefined ? ` (EMA top-1 ${(last.ema_val_top1 * 100).toFixed(2)}%)` : ''}` : 'no epoch finished yet';
-    const html = renderReport({ title: `volution train: ${name} on ${formatDataSpec(dataSpec)}`, status: `${status}: ${headline}`, facts: facts(status), config: { ...cfg, resolved_model_config: model.config }, records, stepsPerEpoch: nb });
-    await writeFileAtomic(join(runDir, 'report.html'), html);
-  };
-  const state = (epoch: number, batch: number, s: EpochSums): TrainState<TrainConfig> => ({
-    format: 1,
-    config: cfg,
-    epoch,
-    batch,
-    step: step.steps,
-    noiseRng: Array.from(noiseRng.state),
-    ...(ema ? { emaUpdates: ema.updates } : {}),
-    sums: s,
-    best,
-    elapsed: elapsed(),
-  });
-  const writeCheckpoint = async (epoch: number, batch: number, s: EpochSums) => {
-    await saveCheckpoint(checkpointPath, { state: state(epoch, batch, s), model: model.stateDict(), optim: optimizer.stateDict(), ...(ema ? { ema: ema.stateDict() } : {}) });
-    lastCheckpoint = { epoch, batch, step: step.steps };
-  };
-
-  const losses: number[] = [];
-  const records: EpochRecord[] = [];
-  let evalSeconds = 0;
-  const finish = async (status: TrainStatus, message: string, extra: Partial<TrainResult> = {}): Promise<TrainResult> => {
+  // ---- data loaders (worker threads: closed on every way out below)
+  const trainLoader = await Loader.create(trainSpec, { worker: cfg.workers });
+  const valLoader = await Loader.create(valSpec, { worker: cfg.workers }).catch(async (err: unknown) => {
     await trainLoader.close();
-    await valLoader.close();
-    await step.release();
-    await evalFn.release();
-    return { status, runDir, losses, epochs: records, message, ...extra };
-  };
+    throw err;
+  });
+  const nb = trainLoader.batches;
 
   try {
+    const metrics = new MetricsLog(join(runDir, 'metrics.jsonl'));
+    if (resumed) await metrics.truncateAfter(resumed.state.step, startEpoch);
+    else await writeFile(metrics.path, '');
+    const checkpointPath = join(runDir, CHECKPOINT_FILE);
+    let lastCheckpoint: { epoch: number; batch: number; step: number } | undefined = resumed ? { epoch: startEpoch, batch: startBatch, step: resumed.state.step } : undefined;
+
+    const info: RunInfo = {
+      runDir,
+      model: name,
+      module: model,
+      params: model.numParams(),
+      numClasses,
+      imgSize,
+      train: trainLoader.dataset.description,
+      val: valLoader.dataset.description,
+      stepsPerEpoch: nb,
+      epochs: cfg.epochs,
+      valBatches: valLoader.batches,
+      loader: trainLoader.mode === 'worker' ? 'batches made in a worker thread, one batch ahead' : 'batches made in-process',
+      ...(resumed ? { resumedFrom: { path: opts.resume!, epoch: startEpoch, batch: startBatch, step: resumed.state.step } } : {}),
+      notes: [...built.notes, ...[trainLoader.note, valLoader.note].filter((n): n is string => n !== undefined)],
+    };
+    hooks.onStart?.(info);
+
+    const pretrained: PretrainedConfig = (() => {
+      const { weights: _w, paperTop1: _p, ...rest } = pre;
+      return { ...rest, inputSize: [3, imgSize, imgSize], mean, std, interpolation: cfg.interpolation, cropPct: evalCropPct, numClasses };
+    })();
+    const wallStart = performance.now();
+    const elapsed = () => elapsedBefore + (performance.now() - wallStart) / 1000;
+    const facts = (status: string): [string, string][] => [
+      ['status', status],
+      ['model', `${name} (${info.params.toLocaleString('en-US')} parameters, ${numClasses} classes, input ${imgSize}×${imgSize})`],
+      ['train data', info.train],
+      ['val data', info.val],
+      ['steps', `${nb} per epoch × ${cfg.epochs} epochs, batch ${cfg.batchSize}`],
+      ['optimizer', `${cfg.opt}, lr ${cfg.lr} (${cfg.sched}, ${cfg.warmupEpochs} warmup epochs), weight decay ${cfg.weightDecay} (none on norms, biases, position embeddings)`],
+      ['runtime', `${opts.backend ?? 'onnxruntime-node (cpu)'}; ${info.loader}`],
+      ['elapsed', fmtTime(elapsed())],
+    ];
+    const writeReport = async (status: string) => {
+      const records: MetricsRecord[] = metrics.records();
+      const last = records.filter((r) => r.kind === 'epoch').at(-1);
+      const headline = last && last.kind === 'epoch' ? `val top-1 ${(last.val_top1 * 100).toFixed(2)}%, top-5 ${(last.val_top5 * 100).toFixed(2)}% after ${last.epoch} epoch${last.epoch === 1 ? '' : 's'}${last.ema_val_top1 !== undefined ? ` (EMA top-1 ${(last.ema_val_top1 * 100).toFixed(2)}%)` : ''}` : 'no epoch finished yet';
+      const html = renderReport({ title: `volution train: ${name} on ${formatDataSpec(dataSpec)}`, status: `${status}: ${headline}`, facts: facts(status), config: { ...cfg, resolved_model_config: model.config }, records, stepsPerEpoch: nb });
+      await writeFileAtomic(join(runDir, 'report.html'), html);
+    };
+    const state = (epoch: number, batch: number, s: EpochSums): TrainState<TrainConfig> => ({
+      format: 1,
+      config: cfg,
+      epoch,
+      batch,
+      step: step.steps,
+      noiseRng: Array.from(noiseRng.state),
+      ...(ema ? { emaUpdates: ema.updates } : {}),
+      sums: s,
+      best,
+      elapsed: elapsed(),
+    });
+    const writeCheckpoint = async (epoch: number, batch: number, s: EpochSums) => {
+      await saveCheckpoint(checkpointPath, { state: state(epoch, batch, s), model: model.stateDict(), optim: optimizer.stateDict(), ...(ema ? { ema: ema.stateDict() } : {}) });
+      lastCheckpoint = { epoch, batch, step: step.steps };
+    };
+
+    const losses: number[] = [];
+    const records: EpochRecord[] = [];
+    let evalSeconds = 0;
+    const finish = async (status: TrainStatus, message: string, extra: Partial<TrainResult> = {}): Promise<TrainResult> => {
+      await trainLoader.close();
+      await valLoader.close();
+      await step.release();
+      await evalFn.release();
+      return { status, runDir, losses, epochs: records, message, ...extra };
+    };
+
     for (let epoch = startEpoch; epoch < cfg.epochs; epoch++) {
       if (opts.signal?.aborted && lastCheckpoint?.step === step.steps) {
         // Stopped between epochs: the epoch's checkpoint is already written.
@@ -619,7 +626,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     await writeReport('completed');
     const last = records.at(-1);
     const message = last
-      ? `done: val top-1 ${(last.val_top1 * 100).toFixed(2)}%, top-5 ${(last.val_top5 * 100).toFixed(2)}%${last.ema_val_top1 !== undefined ? `, EMA top-1 ${(last.ema_val_top1 * 100).toFixed(2)}%` : ''} after ${last.epoch} epochs in ${fmtTime(elapsed())}`
+      ? `done: val top-1 ${(last.val_top1 * 100).toFixed(2)}%, top-5 ${(last.val_top5 * 100).toFixed(2)}%${last.ema_val_top1 !== undefined ? `, EMA top-1 ${(last.ema_val_top1 * 100).toFixed(2)}%` : ''} after ${last.epoch} epoch${last.epoch === 1 ? '' : 's'} in ${fmtTime(elapsed())}`
       : `done: nothing left to train (the checkpoint is at epoch ${startEpoch} of ${cfg.epochs})`;
     return await finish('completed', message, { checkpoint: checkpointPath, modelDir, ...(emaModelDir ? { emaModelDir } : {}) });
   } catch (err) {

@@ -91,9 +91,9 @@ describe('synthetic data set', () => {
     const trainAcc = tally(emptyTally(), trainLogits!, train.y).top1 / nTrain;
     const valAcc = tally(emptyTally(), valLogits!, val.y).top1 / val.y.length;
     // The classifier did fit its training set (so it was trained), but it does not generalise.
-    console.log(trainAcc, valAcc, losses[0], losses.at(-1));
-    expect(trainAcc).toBeGreaterThan(0.5);
-    console.log(`linear classifier: train ${(trainAcc * 100).toFixed(1)}%, held-out ${(valAcc * 100).toFixed(1)}%`);
-    expect(valAcc).toBeLessThan(0.4);
+    // (measured: 66% train, 16% held-out; chance is 10%)
+    expect(trainAcc, 'training accuracy').toBeGreaterThan(0.5);
+    expect(valAcc, 'held-out accuracy').toBeLessThan(0.4);
+    expect(losses.at(-1)!).toBeLessThan(losses[0]!);
   });
 });
