@@ -39,3 +39,4 @@ export { Module } from './nn/module.js';
 export { runModule, type RunOptions, type RunResult } from './nn/run.js';
 export * from './models/index.js';
 export * from './io/index.js';
+export * from './train/index.js';

@@ -8,7 +8,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
-import { Parameter, type Tensor, where } from '../tensor/tensor.js';
+import { Parameter, type Tensor, concat, where } from '../tensor/tensor.js';
 import { activeTrace } from '../tensor/trace.js';
 
 export interface ParamGroup {
@@ -25,42 +25,99 @@ export interface StepScalars {
 
 export interface Optimizer {
   readonly name: string;
-  /** Emits the update of every parameter in `groups` given its gradient. */
-  update(groups: readonly ParamGroup[], grads: ReadonlyMap<Parameter, Tensor>, s: StepScalars): void;
-  /** Optimizer state tensors by a stable key (for checkpoints). */
+  /**
+   * Emits the update of every group's parameters. `grads[i]` is group i's
+   * gradient flattened in parameter order (see `flatten`).
+   */
+  update(groups: readonly ParamGroup[], grads: readonly Tensor[], s: StepScalars): void;
+  /** Optimizer state by `<parameter key>.<slot>` (e.g. `blocks.0.attn.qkv.weight.exp_avg`), for checkpoints. */
   stateDict(): Map<string, NDArray>;
   loadStateDict(sd: ReadonlyMap<string, NDArray>): void;
 }
 
-function zerosLike(p: Parameter, name: string): Parameter {
-  return new Parameter(NDArray.float32(p.data.shape), { name, trainable: false });
+/** The tensors as one flat vector, in order (a single Concat). */
+export function flatten(tensors: readonly Tensor[]): Tensor {
+  return concat(tensors.map((t) => t.reshape(-1)));
 }
 
-abstract class StatefulOptimizer implements Optimizer {
+/**
+ * The update rule runs on whole parameter groups at once: each group's
+ * parameters, gradients and state are single flat vectors, so the update is
+ * a dozen large elementwise kernels instead of a dozen small ones per
+ * parameter (ONNX Runtime's per-node overhead dominates small tensors —
+ * the "multi-tensor" optimizers of PyTorch make the same trade). The state
+ * is stored flat and exposed per parameter in `stateDict`.
+ */
+abstract class FlatOptimizer implements Optimizer {
   abstract readonly name: string;
-  protected readonly slots = new Map<string, Parameter>();
+  /** Flat state vectors by `<group>:<slot>`. */
+  private readonly buffers = new Map<string, Parameter>();
+  private layout: readonly (readonly Parameter[])[] = [];
+  /** State loaded before the groups were known, assembled when the buffers are made. */
+  private pending: ReadonlyMap<string, NDArray> | undefined;
 
-  protected slot(p: Parameter, kind: string): Parameter {
-    const key = `${p.name}.${kind}`;
-    let s = this.slots.get(key);
-    if (!s) {
-      s = zerosLike(p, `optim.${key}`);
-      this.slots.set(key, s);
-    }
-    return s;
+  /** New flat parameters from flat parameters `p` and gradients `g`; `state(slot)` gives a flat state buffer. */
+  protected abstract rule(p: Tensor, g: Tensor, weightDecay: number, s: StepScalars, state: (slot: string) => Parameter): Tensor;
+  protected abstract readonly slotNames: readonly string[];
+
+  update(groups: readonly ParamGroup[], grads: readonly Tensor[], s: StepScalars): void {
+    const t = activeTrace();
+    this.layout = groups.map((g) => g.params);
+    groups.forEach((group, gi) => {
+      const next = this.rule(flatten(group.params), grads[gi]!, group.weightDecay, s, (slot) => this.buffer(gi, slot));
+      let at = 0;
+      for (const p of group.params) {
+        t.assign(p, next.slice(0, at, at + p.data.size).reshape([...p.data.shape]).value);
+        at += p.data.size;
+      }
+    });
   }
 
-  abstract update(groups: readonly ParamGroup[], grads: ReadonlyMap<Parameter, Tensor>, s: StepScalars): void;
+  private buffer(group: number, slot: string): Parameter {
+    const key = `${group}:${slot}`;
+    let b = this.buffers.get(key);
+    if (!b) {
+      const params = this.layout[group]!;
+      const flat = NDArray.float32([params.reduce((n, p) => n + p.data.size, 0)]);
+      if (this.pending) {
+        let at = 0;
+        for (const p of params) {
+          const saved = this.pending.get(`${p.name}.${slot}`);
+          if (saved) flat.data.set(saved.astype('float32').data as Float32Array, at);
+          at += p.data.size;
+        }
+      }
+      b = new Parameter(flat, { name: `optimizer.group${group}.${slot}`, trainable: false });
+      this.buffers.set(key, b);
+    }
+    return b;
+  }
 
   stateDict(): Map<string, NDArray> {
-    return new Map([...this.slots].map(([k, p]) => [k, p.data]));
+    const out = new Map<string, NDArray>();
+    this.layout.forEach((params, gi) => {
+      for (const slot of this.slotNames) {
+        const b = this.buffers.get(`${gi}:${slot}`);
+        if (!b) continue;
+        const data = b.data.data as Float32Array;
+        let at = 0;
+        for (const p of params) {
+          out.set(`${p.name}.${slot}`, new NDArray('float32', p.data.shape, data.slice(at, at + p.data.size)));
+          at += p.data.size;
+        }
+      }
+    });
+    return out;
   }
 
   loadStateDict(sd: ReadonlyMap<string, NDArray>): void {
-    for (const [k, v] of sd) {
-      const existing = this.slots.get(k);
-      if (existing) existing.data = v;
-      else this.slots.set(k, new Parameter(v, { name: `optim.${k}`, trainable: false }));
+    this.pending = sd;
+    // Buffers made already (a step ran): refill them in place of the old state.
+    const made = [...this.buffers.keys()];
+    this.buffers.clear();
+    for (const key of made) {
+      const [group, slot] = key.split(':') as [string, string];
+      this.buffer(Number(group), slot);
     }
   }
 }
@@ -71,31 +128,26 @@ export interface SgdOptions {
   nesterov?: boolean;
 }
 
-export class SGD extends StatefulOptimizer {
+export class SGD extends FlatOptimizer {
   readonly name = 'sgd';
+  protected readonly slotNames = ['momentum_buffer'];
   constructor(readonly opts: SgdOptions = {}) {
     super();
     if (opts.nesterov && !(opts.momentum && !opts.dampening)) throw new ConfigError('SGD: Nesterov momentum requires momentum > 0 and dampening = 0');
   }
 
-  update(groups: readonly ParamGroup[], grads: ReadonlyMap<Parameter, Tensor>, { lr, step }: StepScalars): void {
-    const t = activeTrace();
+  protected rule(p: Tensor, grad: Tensor, weightDecay: number, { lr, step }: StepScalars, state: (slot: string) => Parameter): Tensor {
     const mu = this.opts.momentum ?? 0;
     const damp = this.opts.dampening ?? 0;
-    for (const { params, weightDecay } of groups) {
-      for (const p of params) {
-        let g = grads.get(p)!;
-        if (weightDecay) g = g.add(p.mul(weightDecay));
-        if (mu) {
-          const buf = this.slot(p, 'momentum_buffer');
-          // torch.optim.SGD: the first step sets buf = g (no dampening)
-          const next = where(step.eq(1), g, buf.mul(mu).add(g.mul(1 - damp)));
-          t.assign(buf, next.value);
-          g = this.opts.nesterov ? g.add(next.mul(mu)) : next;
-        }
-        t.assign(p, p.sub(g.mul(lr)).value);
-      }
+    let g = weightDecay ? grad.add(p.mul(weightDecay)) : grad;
+    if (mu) {
+      const buf = state('momentum_buffer');
+      // torch.optim.SGD: the first step sets buf = g (no dampening)
+      const next = where(step.eq(1), g, buf.mul(mu).add(g.mul(1 - damp)));
+      activeTrace().assign(buf, next.value);
+      g = this.opts.nesterov ? g.add(next.mul(mu)) : next;
     }
+    return p.sub(g.mul(lr));
   }
 }
 
@@ -104,33 +156,29 @@ export interface AdamWOptions {
   eps?: number;
 }
 
-export class AdamW extends StatefulOptimizer {
+export class AdamW extends FlatOptimizer {
   readonly name = 'adamw';
+  protected readonly slotNames = ['exp_avg', 'exp_avg_sq'];
   constructor(readonly opts: AdamWOptions = {}) {
     super();
   }
 
-  update(groups: readonly ParamGroup[], grads: ReadonlyMap<Parameter, Tensor>, { lr, step }: StepScalars): void {
+  protected rule(p: Tensor, g: Tensor, weightDecay: number, { lr, step }: StepScalars, state: (slot: string) => Parameter): Tensor {
     const t = activeTrace();
     const [b1, b2] = this.opts.betas ?? [0.9, 0.999];
     const eps = this.opts.eps ?? 1e-8;
     // bias corrections as graph scalars: 1 − β^t
     const bc1 = step.mul(Math.log(b1)).exp().neg().add(1);
     const bc2 = step.mul(Math.log(b2)).exp().neg().add(1);
-    for (const { params, weightDecay } of groups) {
-      for (const p of params) {
-        const g = grads.get(p)!;
-        const m = this.slot(p, 'exp_avg');
-        const v = this.slot(p, 'exp_avg_sq');
-        const decayed = weightDecay ? p.mul(lr.mul(-weightDecay).add(1)) : p;
-        const m1 = m.mul(b1).add(g.mul(1 - b1));
-        const v1 = v.mul(b2).add(g.mul(g).mul(1 - b2));
-        const denom = v1.sqrt().div(bc2.sqrt()).add(eps);
-        t.assign(m, m1.value);
-        t.assign(v, v1.value);
-        t.assign(p, decayed.sub(m1.div(denom).mul(lr.div(bc1))).value);
-      }
-    }
+    const m = state('exp_avg');
+    const v = state('exp_avg_sq');
+    const decayed = weightDecay ? p.mul(lr.mul(-weightDecay).add(1)) : p;
+    const m1 = m.mul(b1).add(g.mul(1 - b1));
+    const v1 = v.mul(b2).add(g.mul(g).mul(1 - b2));
+    const denom = v1.sqrt().div(bc2.sqrt()).add(eps);
+    t.assign(m, m1.value);
+    t.assign(v, v1.value);
+    return decayed.sub(m1.div(denom).mul(lr.div(bc1)));
   }
 }
 

@@ -11,8 +11,8 @@ import { NonFiniteError } from '../errors.js';
 import { NDArray } from '../ir/ndarray.js';
 import type { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
-import { type Parameter, type Tensor, where } from '../tensor/tensor.js';
-import { type ParamGroup, type Optimizer } from './optim.js';
+import { type Tensor, where } from '../tensor/tensor.js';
+import { type Optimizer, type ParamGroup, flatten } from './optim.js';
 
 export type LossFn = (logits: Tensor, target: Tensor) => Tensor;
 
@@ -53,14 +53,14 @@ export class TrainStep {
         model.train(wasTraining);
         const loss = opts.loss(logits, target!);
         const gs = grad(loss, params);
-        const norm = gs.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
-        let scale: Tensor | undefined;
-        if (opts.clipGradNorm !== undefined) {
-          // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6))
-          scale = where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
-        }
-        const grads = new Map<Parameter, Tensor>(params.map((p, i) => [p, scale ? gs[i]!.mul(scale) : gs[i]!]));
-        opts.optimizer.update(opts.groups, grads, { lr: lr!, step: step! });
+        // One flat gradient per group: the norm, the clipping and the update are a few large kernels.
+        let at = 0;
+        const flat = opts.groups.map((g) => flatten(gs.slice(at, (at += g.params.length))));
+        const norm = flat.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
+        // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6))
+        const clipped =
+          opts.clipGradNorm === undefined ? flat : flat.map((g) => g.mul(where(norm.gt(opts.clipGradNorm!), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm!), 1)));
+        opts.optimizer.update(opts.groups, clipped, { lr: lr!, step: step! });
         return [loss, logits, norm];
       },
       { threads: opts.threads, seed: opts.seed, rng: opts.rng },
