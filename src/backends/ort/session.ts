@@ -43,6 +43,8 @@ export class OrtSession {
         interOpNumThreads: 1,
         executionMode: 'sequential',
         graphOptimizationLevel: opts.optimization ?? 'all',
+        // VOLUTION_PROFILE=<prefix>: ONNX Runtime writes a per-node timing profile (JSON) for each session
+        ...(process.env.VOLUTION_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.VOLUTION_PROFILE } : {}),
       });
     } catch (err) {
       throw new RuntimeFailure(`ONNX Runtime could not load the model: ${(err as Error).message}`, { cause: err });
