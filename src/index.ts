@@ -40,3 +40,5 @@ export { runModule, type RunOptions, type RunResult } from './nn/run.js';
 export * from './models/index.js';
 export * from './io/index.js';
 export * from './train/index.js';
+export * from './io/model_dir.js';
+export { loadImage, loadImages, imagenetClassNames, type Preprocessing } from './io/image.js';

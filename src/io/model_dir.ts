@@ -279,7 +279,8 @@ export async function loadWeights(model: ClassifierModel, path: string, opts: Lo
   let tensors: Map<string, NDArray> = ckpt.tensors;
   const keys = [...tensors.keys()];
   if (keys.length > 0 && keys.every((k) => k.startsWith('module.'))) tensors = new Map([...tensors].map(([k, v]) => [k.slice('module.'.length), v]));
-  const filter = opts.family === undefined ? undefined : getFamily(opts.family).filterCheckpoint;
+  const familyName = opts.family ?? model.family;
+  const filter = familyName === undefined ? undefined : getFamily(familyName).filterCheckpoint;
   if (filter) tensors = filter(tensors, model);
   const own = new Set(model.stateDict().keys());
   for (const k of [...tensors.keys()]) if (RECOMPUTABLE.test(k) && !own.has(k)) tensors.delete(k);

@@ -45,6 +45,8 @@ export abstract class ClassifierModel extends Module {
   abstract forwardHead(x: Tensor, preLogits?: boolean): Tensor;
   /** Replaces the classifier with a freshly initialised one for `numClasses`. */
   abstract resetClassifier(numClasses: number, rng: Rng): void;
+  /** The registry family that built the model (set by createModel): picks its checkpoint filter. */
+  family?: string;
 
   forward(x: Tensor): Tensor {
     return this.forwardHead(this.forwardFeatures(x));
@@ -147,7 +149,9 @@ export function resolveConfig(name: string, overrides: object = {}): { family: F
 export function createModel(name: string, overrides: object = {}, opts: CreateOptions = {}): ClassifierModel {
   const { family, config } = resolveConfig(name, overrides);
   const rng = opts.init === false ? new CentreRng() : new Rng(opts.seed ?? 0);
-  return family.build(config, rng).nameParameters();
+  const model = family.build(config, rng).nameParameters();
+  model.family = family.name;
+  return model;
 }
 
 /** The pretrained (preprocessing) config of a variant; families get the ImageNet default at their img_size. */
