@@ -7,8 +7,13 @@
  * reported time is the median. The baselines' weights are a structured fill
  * and ours are seeded random: kernels take the same time whatever the values.
  *
- *   npx tsx bench/models.ts [--models uniformer_small,ceit_tiny] [--batch 1,8] [--reps 10] [--warmup 2] [--threads 2] [--baselines <dir>]
+ * With `--memory`, each model and batch is also run once in a fresh child
+ * process per side, and the process's peak RSS is reported (weights,
+ * ONNX Runtime's arena and every intermediate included).
+ *
+ *   npx tsx bench/models.ts [--models uniformer_small,ceit_tiny] [--batch 1,8] [--reps 10] [--warmup 2] [--threads 2] [--baselines <dir>] [--memory]
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +36,9 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '2' },
     threads: { type: 'string', default: String(DEFAULT_THREADS) },
     baselines: { type: 'string', default: resolve(ROOT, '../shared/baselines') },
+    memory: { type: 'boolean', default: false },
+    /** Internal: run one batch of one side in this process and print its peak RSS (MB). */
+    child: { type: 'string' },
   },
 });
 const batches = args.batch.split(',').map(Number);
@@ -104,6 +112,31 @@ async function benchModel(name: string, baselineBytes: Uint8Array): Promise<Row[
   return rows;
 }
 
+/** One batch of one side, in this (child) process: prints the peak RSS in MB. */
+async function peakChild(side: 'ours' | 'baseline', name: string, batch: number): Promise<void> {
+  const [c, h, w] = getVariant(name).pretrained.inputSize;
+  const x = NDArray.float32([batch, c, h, w]);
+  if (side === 'ours') {
+    const model = createModel(name, {}, { init: false }).eval();
+    const runner = await createInferenceRunner((t) => model.call(t), [c, h, w], { batch, threads });
+    await runner.run(x);
+  } else {
+    const session = await OrtSession.create(gunzipSync(readFileSync(resolve(args.baselines, `${name}.onnx.gz`))), { threads });
+    await session.run({ input: x });
+  }
+  console.log((process.resourceUsage().maxRSS / 1024).toFixed(0));
+}
+
+function peakMB(side: 'ours' | 'baseline', name: string, batch: number): number {
+  const out = execFileSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--child', side, '--models', name, '--batch', String(batch), '--baselines', args.baselines, '--threads', String(threads)], { encoding: 'utf8' });
+  return Number(out.trim().split('\n').at(-1));
+}
+
+if (args.child) {
+  await peakChild(args.child as 'ours' | 'baseline', args.models, batches[0]!);
+  process.exit(0);
+}
+
 const rows: Row[] = [];
 const notes: string[] = [];
 for (const name of args.models.split(',').map((s) => s.trim())) {
@@ -119,5 +152,10 @@ console.log('ours: volution exportInference (BatchNorms folded, fixed batch); ba
 console.log(['model'.padEnd(18), 'batch'.padStart(5), 'ours ms'.padStart(9), 'baseline ms'.padStart(12), 'ours/baseline'.padStart(14)].join('  '));
 for (const r of rows) {
   console.log([r.model.padEnd(18), String(r.batch).padStart(5), r.ours.toFixed(1).padStart(9), r.baseline.toFixed(1).padStart(12), (r.ours / r.baseline).toFixed(2).padStart(14)].join('  '));
+}
+if (args.memory) {
+  console.log('\npeak RSS of a fresh process that loads the model and runs one batch (MB)');
+  console.log(['model'.padEnd(18), 'batch'.padStart(5), 'ours'.padStart(8), 'baseline'.padStart(9)].join('  '));
+  for (const r of rows) console.log([r.model.padEnd(18), String(r.batch).padStart(5), String(peakMB('ours', r.model, r.batch)).padStart(8), String(peakMB('baseline', r.model, r.batch)).padStart(9)].join('  '));
 }
 for (const n of notes) console.log(`note: ${n}`);

@@ -2,9 +2,10 @@
  * The primitive op table: for each op, its attributes (typed), its arity and
  * its shape inference with attribute validation. Pure data, no execution.
  *
- * The set is kept small on purpose (tinygrad-style): composites such as GELU,
+ * The set is kept small on purpose (tinygrad-style): composites such as
  * roll, split, mean over several axes or global pooling are built from these
- * in `tensor/`. Every primitive has a reference kernel
+ * in `tensor/`. A composite becomes a primitive only where that buys speed
+ * (GELU: one fused kernel forward and a short backward). Every primitive has a reference kernel
  * (`backends/reference/kernels.ts`), an ONNX emission (`backends/onnx/emit.ts`)
  * and a vector-Jacobian rule (`autodiff/rules.ts`).
  */
@@ -40,12 +41,15 @@ export interface OpAttrs {
   and: {}; or: {}; not: {};
   where: {};
   neg: {}; exp: {}; log: {}; sqrt: {}; tanh: {}; erf: {}; sigmoid: {}; relu: {}; abs: {}; sign: {};
+  /** Exact GELU, x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
+  gelu: {};
   cast: { to: DType };
   constant: { value: NDArray };
   // linear algebra and convolution
   matmul: {};
   conv2d: ConvAttrs;
   conv_transpose2d: ConvAttrs & { outputPadding: Pair };
+  /** Outputs: the maxima, and the int64 flat index into the whole input of each (the first maximum in row-major window order). */
   max_pool2d: { kernel: Pair; stride: Pair; padding: Quad };
   avg_pool2d: { kernel: Pair; stride: Pair; padding: Quad; countIncludePad: boolean };
   unfold: WindowAttrs;
@@ -230,6 +234,14 @@ const pool: OpSpec<'max_pool2d'> = {
   },
 };
 
+const maxPool: OpSpec<'max_pool2d'> = {
+  arity: 1,
+  infer(inputs, a) {
+    const [y] = pool.infer(inputs, a);
+    return [y!, { dtype: 'int64', shape: y!.shape }];
+  },
+};
+
 // ---------------------------------------------------------------- the table
 
 export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
@@ -272,6 +284,7 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
   sqrt: unaryFloat,
   tanh: unaryFloat,
   erf: unaryFloat,
+  gelu: unaryFloat,
   sigmoid: unaryFloat,
   relu: unaryFloat,
   abs: unaryFloat,
@@ -347,7 +360,7 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
       return [{ dtype: x!.dtype, shape: [x!.shape[0]!, cout, out[0]!, out[1]!] }];
     },
   },
-  max_pool2d: pool,
+  max_pool2d: maxPool,
   avg_pool2d: pool as OpSpec<'avg_pool2d'>,
   unfold: {
     arity: 1,

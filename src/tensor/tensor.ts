@@ -70,8 +70,8 @@ export class Tensor {
   relu(): Tensor { return unary('relu', this); }
   abs(): Tensor { return unary('abs', this); }
   sign(): Tensor { return unary('sign', this); }
-  /** Exact GELU, 0.5·x·(1 + erf(x/√2)), in the form ONNX Runtime fuses into one kernel. */
-  gelu(): Tensor { return this.div(Math.SQRT2).erf().add(1).mul(this).mul(0.5); }
+  /** Exact GELU, 0.5·x·(1 + erf(x/√2)) (a primitive: one fused kernel on ONNX Runtime). */
+  gelu(): Tensor { return unary('gelu', this); }
   silu(): Tensor { return this.mul(this.sigmoid()); }
   clamp(min?: number, max?: number): Tensor {
     let y: Tensor = this;
@@ -288,7 +288,7 @@ export function wrap(v: Value): Tensor {
   return new Tensor(activeTrace(), v);
 }
 
-function unary(op: 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'sigmoid' | 'relu' | 'abs' | 'sign', x: Tensor): Tensor {
+function unary(op: 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'sigmoid' | 'relu' | 'abs' | 'sign', x: Tensor): Tensor {
   return emit1(op, [x], {});
 }
 
@@ -400,6 +400,7 @@ export interface PoolOptions {
   countIncludePad?: boolean;
 }
 
+/** Max pooling; padding never wins (it acts as −inf). Returns the maxima (the op's indices output serves the backward pass). */
 export function maxPool2d(x: Tensor, kernel: number | readonly [number, number], opts: PoolOptions = {}): Tensor {
   const k = pair(kernel, 1);
   return emit1('max_pool2d', [x], { kernel: k, stride: pair(opts.stride ?? k, 1), padding: quad(opts.padding) });

@@ -12,7 +12,7 @@ import { ProtoWriter } from './protobuf.js';
 
 export const OPSET = 17;
 const IR_VERSION = 8;
-
+export { MS_DOMAIN } from './emit/types.js';
 
 export type OnnxAttr =
   | { readonly int: number }
@@ -57,10 +57,26 @@ function valueInfo(name: string, dtype: DType, shape: readonly (number | string)
 export class EmitContext {
   readonly nodes: ProtoWriter[] = [];
   readonly initializers: ProtoWriter[] = [];
+  /** Non-default operator domains the emitted nodes use, with their opset versions. */
+  readonly domains = new Map<string, number>();
   private readonly names = new Map<Value, string>();
   private readonly constCache = new Map<string, string>();
   private counter = 0;
   private current: Node | undefined;
+
+  /**
+   * @param contribOps whether lowerings may use ONNX Runtime's contrib ops (see `EmitOptions.contribOps`)
+   * @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads)
+   */
+  constructor(
+    readonly contribOps = false,
+    private readonly used?: ReadonlySet<Value>,
+  ) {}
+
+  /** Whether anything reads `v` (true when unknown). */
+  isUsed(v: Value): boolean {
+    return this.used?.has(v) ?? true;
+  }
 
   name(v: Value): string {
     let n = this.names.get(v);
@@ -79,8 +95,11 @@ export class EmitContext {
     return `${hint}_${this.counter++}`;
   }
 
-  /** Emits one ONNX node; returns its output names (`outputs` fresh names unless given). */
-  node(opType: string, inputs: readonly string[], attrs: Readonly<Record<string, OnnxAttr>> = {}, outputs: number | readonly string[] = 1): string[] {
+  /**
+   * Emits one ONNX node; returns its output names (`outputs` fresh names unless given).
+   * A node of another `domain` (e.g. `MS_DOMAIN`) adds that domain's opset import, version 1.
+   */
+  node(opType: string, inputs: readonly string[], attrs: Readonly<Record<string, OnnxAttr>> = {}, outputs: number | readonly string[] = 1, domain = ''): string[] {
     const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(opType)) : [...outputs];
     const scope = this.current?.scope ? `${this.current.scope}/` : '';
     const w = new ProtoWriter();
@@ -89,6 +108,10 @@ export class EmitContext {
     w.string(3, `${scope}${opType}_${this.counter++}`);
     w.string(4, opType);
     for (const [k, a] of Object.entries(attrs)) w.message(5, attrProto(k, a));
+    if (domain) {
+      w.string(7, domain);
+      this.domains.set(domain, 1);
+    }
     this.nodes.push(w);
     return outs;
   }
@@ -144,6 +167,13 @@ export interface EmitOptions {
    * shapes (dynamic-batch export, see `passes/dynamic_batch.ts`).
    */
   shapeTargets?: ReadonlyMap<Node, ShapeTarget>;
+  /**
+   * Let lowerings use ONNX Runtime's contrib ops (domain `com.microsoft`, e.g.
+   * its fused Gelu kernel) where they are faster. Default false: the file
+   * then uses standard ONNX only and runs anywhere. The in-process sessions
+   * (`compile`, `runModule`, the train step) turn it on.
+   */
+  contribOps?: boolean;
   producer?: string;
   docString?: string;
   metadata?: Readonly<Record<string, string>>;
@@ -164,7 +194,10 @@ export function onnxInputNames(graph: Graph): Map<Value, string> {
 
 /** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
 export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
-  const ctx = new EmitContext();
+  const live = graph.liveNodes();
+  const used = new Set<Value>(graph.outputs);
+  for (const n of live) for (const v of n.inputs) used.add(v);
+  const ctx = new EmitContext(opts.contribOps ?? false, used);
   const inputsInfo: ProtoWriter[] = [];
   const shapeOf = (v: Value) => {
     const sym = opts.symbolicDims?.get(v);
@@ -186,7 +219,6 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
     if (!first) throw new RuntimeFailure('onnx: a batch-dependent shape target needs a graph input to take the batch from');
     return (batchName ??= ctx.node('Shape', [ctx.name(first)], { start: { int: 0 }, end: { int: 1 } })[0]!);
   };
-  const live = graph.liveNodes();
   for (const node of live) {
     const emitter = EMITTERS[node.op];
     if (!emitter) throw new RuntimeFailure(`onnx: op '${node.op}' has no ONNX lowering`);
@@ -194,7 +226,11 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
     const inputs = node.inputs.map((v) => ctx.name(v));
     const target = opts.shapeTargets?.get(node);
     const outs = target ? emitShapeTarget(ctx, node, inputs[0]!, target, batch) : (emitter as (c: EmitContext, n: Node, i: readonly string[]) => string[])(ctx, node, inputs);
-    node.outputs.forEach((v, i) => ctx.bind(v, outs[i]!));
+    // A lowering may leave out an optional output nobody reads (it returns fewer names).
+    node.outputs.forEach((v, i) => {
+      if (outs[i] !== undefined) ctx.bind(v, outs[i]);
+      else if (used.has(v)) throw new RuntimeFailure(`onnx: the lowering of '${node.op}' left out output ${i}, which is used`);
+    });
   }
   ctx.setCurrent(undefined);
   // Graph outputs get stable names; an output that is an input or repeated is copied with Identity.
@@ -219,6 +255,7 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
   if (opts.docString) m.string(6, opts.docString);
   m.message(7, g);
   m.message(8, new ProtoWriter().string(1, '').int(2, OPSET));
+  for (const [domain, version] of ctx.domains) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
   for (const [k, val] of Object.entries(opts.metadata ?? {})) m.message(14, new ProtoWriter().string(1, k).string(2, val));
   return m.finish();
 }

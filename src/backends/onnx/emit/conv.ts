@@ -58,9 +58,11 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
     const [bias] = ctx.node('Reshape', [inputs[2]!, ctx.ints([-1, 1, 1])]);
     return ctx.node('Add', [padded!, bias!]);
   },
+  // The Indices output (flat, row-major, first maximum on ties) only when something reads it:
+  // without it ORT runs its faster MLAS pooling kernel.
   max_pool2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'max_pool2d');
-    return ctx.node('MaxPool', inputs, windowAttrs(a.kernel, a));
+    return ctx.node('MaxPool', inputs, windowAttrs(a.kernel, a), ctx.isUsed(node.outputs[1]!) ? 2 : 1);
   },
   avg_pool2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'avg_pool2d');

@@ -1,12 +1,12 @@
 import { ONNX_DTYPE_CODE } from '../dtypes.js';
 import type { Emitter, EmitterTable } from './types.js';
-import { attrsOf } from './types.js';
+import { MS_DOMAIN, attrsOf } from './types.js';
 
 const simple = (opType: string): Emitter => (ctx, _, inputs) => ctx.node(opType, inputs);
 
 export const elementwiseEmitters: EmitterTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
 > = {
   add: simple('Add'),
   sub: simple('Sub'),
@@ -28,6 +28,18 @@ export const elementwiseEmitters: EmitterTable<
   sqrt: simple('Sqrt'),
   tanh: simple('Tanh'),
   erf: simple('Erf'),
+  // ONNX Runtime's contrib Gelu (float only) is one pass; standard ONNX (opset < 20) has no
+  // Gelu, so portable files get x·(1 + erf(x/√2))·0.5 in exactly the node pattern ORT's
+  // GeluFusion turns back into that kernel at load time.
+  gelu: (ctx, node, [x]) => {
+    const { dtype } = node.inputs[0]!;
+    if (ctx.contribOps && dtype === 'float32') return ctx.node('Gelu', [x!], {}, 1, MS_DOMAIN);
+    const [scaled] = ctx.node('Div', [x!, ctx.scalar(Math.SQRT2, dtype)]);
+    const [e] = ctx.node('Erf', [scaled!]);
+    const [onePlus] = ctx.node('Add', [e!, ctx.scalar(1, dtype)]);
+    const [xy] = ctx.node('Mul', [x!, onePlus!]);
+    return ctx.node('Mul', [xy!, ctx.scalar(0.5, dtype)]);
+  },
   sigmoid: simple('Sigmoid'),
   relu: simple('Relu'),
   abs: simple('Abs'),

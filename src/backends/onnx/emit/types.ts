@@ -2,6 +2,9 @@ import type { Node } from '../../../ir/graph.js';
 import type { OpName } from '../../../ir/ops.js';
 import type { EmitContext } from '../model.js';
 
+/** ONNX Runtime's contrib-op domain (its fused kernels, e.g. Gelu). */
+export const MS_DOMAIN = 'com.microsoft';
+
 /**
  * Lowers one IR node to ONNX nodes. `inputs` are the ONNX names of the
  * node's inputs; returns the names of its outputs, in order.

@@ -92,13 +92,26 @@ export const convKernels: KernelTable<'conv2d' | 'conv_transpose2d' | 'max_pool2
     return [y];
   },
 
-  // Padding never wins (-inf semantics): only in-bounds elements are compared.
-  max_pool2d: ([x], { kernel: [kh, kw], stride: [sh, sw], padding: [pt, pl] }, [out]) =>
-    [pool(x!.shape, out!.shape, kh, kw, sh, sw, pt, pl, (base, r0, r1, c0, c1, w) => {
+  // Padding never wins (-inf semantics): only in-bounds elements are compared. The index is
+  // the flat position in the whole input of the first maximum in row-major window order
+  // (strictly greater replaces), as ONNX Runtime's MaxPool computes its Indices output.
+  max_pool2d: ([x], { kernel: [kh, kw], stride: [sh, sw], padding: [pt, pl] }, [out]) => {
+    const indices = ref(out!.shape);
+    let at = 0;
+    const values = pool(x!.shape, out!.shape, kh, kw, sh, sw, pt, pl, (base, r0, r1, c0, c1, w) => {
       let m = -Infinity;
-      for (let r = r0; r < r1; r++) for (let q = c0; q < c1; q++) m = Math.max(m, x!.data[base + r * w + q]!);
+      let arg = base + r0 * w + c0;
+      for (let r = r0; r < r1; r++) {
+        for (let q = c0; q < c1; q++) {
+          const v = x!.data[base + r * w + q]!;
+          if (v > m) [m, arg] = [v, base + r * w + q];
+        }
+      }
+      indices.data[at++] = arg;
       return m;
-    })],
+    });
+    return [values, indices];
+  },
 
   // With countIncludePad the divisor is the full window (windows never reach past the padding).
   avg_pool2d: ([x], { kernel: [kh, kw], stride: [sh, sw], padding: [pt, pl], countIncludePad }, [out]) =>
