@@ -560,8 +560,9 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
       for (const s of [w!, b!]) if (s.shape.length !== 1 || s.shape[0] !== c) fail(`batch_norm: weight and bias must be [${c}], got ${fmtShape(s.shape)}`);
       if (numel(x!.shape) / c < 2) fail(`batch_norm in train mode needs more than one value per channel, got input ${fmtShape(x!.shape)}`);
       const stat = { dtype: x!.dtype, shape: [c] };
-      // y, batch mean, biased batch variance
-      return [x!, stat, stat];
+      // y, batch mean, biased batch variance, and x − mean (which the forward computes for the
+      // variance anyway; kept for the backward pass, like layer_norm's statistics)
+      return [x!, stat, stat, x!];
     },
   },
   topk: {

@@ -1,6 +1,6 @@
 import { type DType, NDArray } from '../../ir/ndarray.js';
 import { type ConvAttrs, windowOut } from '../../ir/ops.js';
-import { type Tensor, constant, conv2d, convTranspose2d, fold, full, unfold } from '../../tensor/tensor.js';
+import { type Tensor, constant, conv2d, convTranspose2d, fold, full, unfold, zeros } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
 
 type Pair = readonly [number, number];
@@ -72,23 +72,6 @@ function transposedConv(g: Tensor, w: Tensor, a: ConvAttrs & { outputPadding: Pa
   return conv2d(g, swapped, undefined, { padding, dilation: a.dilation, groups: gr });
 }
 
-/** 1 where window tap t of output position q reads a real (unpadded) element: [kh·kw, Ho·Wo]. */
-function validTaps([h, w]: Pair, [ho, wo]: Pair, k: Pair, s: Pair, p: Quad): number[] {
-  const vals: number[] = [];
-  for (let i = 0; i < k[0]; i++) {
-    for (let j = 0; j < k[1]; j++) {
-      for (let oh = 0; oh < ho; oh++) {
-        const r = oh * s[0] - p[0] + i;
-        for (let ow = 0; ow < wo; ow++) {
-          const q = ow * s[1] - p[1] + j;
-          vals.push(r >= 0 && r < h && q >= 0 && q < w ? 1 : 0);
-        }
-      }
-    }
-  }
-  return vals;
-}
-
 export const convRules: RuleTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'avg_pool2d' | 'unfold' | 'fold'> = {
   conv2d: ({ inputs: [x, w, b], attrs, needs }, [g]) => {
     const gy = g!;
@@ -133,21 +116,9 @@ export const convRules: RuleTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' |
     }
     return [transposedConv(gy.mul(constOf(gy.dtype, [ho, wo], inv)), full([c, 1, kh, kw], 1, gy.dtype), opts)];
   },
-  // The cotangent goes to the first maximum of each window (row-major), as in PyTorch:
-  // window taps equal to the pooled max, minus those preceded by an earlier equal tap.
-  max_pool2d: ({ inputs: [x], outputs: [y], attrs: { kernel, stride, padding } }, [g]) => {
-    const gy = g!;
-    const [n, c] = x!.shape as [number, number];
-    const kk = kernel[0] * kernel[1];
-    const l = gy.shape[2]! * gy.shape[3]!;
-    const dt = gy.dtype;
-    let hit = unfold(x!, kernel, { stride, padding }).reshape([n, c, kk, l]).eq(y!.reshape([n, c, 1, l])).cast(dt);
-    // Unfold pads with zeros, which must not count as a maximum (PyTorch pads with -inf).
-    if (padding.some((p) => p > 0)) hit = hit.mul(constOf(dt, [kk, l], validTaps(spatial(x!), spatial(gy), kernel, stride, padding)));
-    const strictlyLower = constOf(dt, [kk, kk], Array.from({ length: kk * kk }, (_, i) => (i % kk < Math.floor(i / kk) ? 1 : 0)));
-    // hit − (number of earlier hits), clipped at 0: 1 exactly at the first hit of each window.
-    const first = hit.sub(strictlyLower.matmul(hit)).relu();
-    const cols = first.mul(gy.reshape([n, c, 1, l])).reshape([n, c * kk, l]);
-    return [fold(cols, spatial(x!), kernel, { stride, padding })];
-  },
+  // The cotangent goes to the first maximum of each window (row-major), as in PyTorch: the
+  // forward's indices output says where; overlapping windows that chose the same element add up.
+  max_pool2d: ({ inputs: [x], outputs: [, indices] }, [g]) => [
+    zeros([x!.size], g!.dtype).scatterAdd(0, indices!.reshape([g!.size]), g!.reshape([g!.size])).reshape([...x!.shape]),
+  ],
 };

@@ -1,6 +1,6 @@
 import { numel } from '../../ir/ndarray.js';
 import { normAxis } from '../../ir/ops.js';
-import { type Tensor, arange, emit1, zeros } from '../../tensor/tensor.js';
+import { type Tensor, arange, batchNorm, emit1, zeros } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
 
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
@@ -111,25 +111,39 @@ export const nnRules: RuleTable<
       needs[4] ? gxcSum!.mul(w!).mul(rstd.pow(3)).mul(-0.5) : undefined,
     ];
   },
-  // y = x̂·w + b with x̂ = (x − μ)·rstd; the batch mean μ and biased variance σ² are outputs too
-  // (running-stat updates read them), so their cotangents flow back into x:
-  // dμ/dx = 1/n and dσ²/dx = 2(x − μ)/n.
-  batch_norm_train: ({ inputs: [x, w], outputs: [, mean, variance], attrs: { epsilon }, needs }, [gy, gm, gv]) => {
-    const shape = perChannel(x!);
+  // y = x̂·w + b with x̂ = (x − μ)·r, r = 1/√(σ² + ε); the batch mean μ and biased variance σ²
+  // are outputs too (running-stat updates read them), so their cotangents flow back into x:
+  // dμ/dx = 1/n and dσ²/dx = 2(x − μ)/n. With per-channel sums S1 = Σ gy and S2 = Σ gy·(x − μ),
+  // everything collapses to gx = k1·gy + k2·(x − μ) + k3 with [C] vectors
+  //   k1 = w·r,  k2 = −w·r³·S2/n + 2·gσ²/n,  k3 = −w·r·S1/n + gμ/n,
+  // and k2·(x − μ) + k3 is one eval-mode batch_norm pass (mean 0, variance 0, ε = 1: exactly
+  // the affine map). x − mean is the forward's own (its 4th output), not recomputed:
+  // full-size passes are Mul, ReduceSum ×2, Mul, BatchNormalization, Add.
+  batch_norm_train: ({ inputs: [x, w], outputs: [, , variance, centred], attrs: { epsilon }, needs }, [gy, gm, gv, gc]) => {
+    const c = x!.shape[1]!;
     const axes = statAxes(x!);
-    const n = x!.size / x!.shape[1]!;
-    const rstd = variance!.add(epsilon).rsqrt().reshape(shape);
-    const xc = x!.sub(mean!.reshape(shape));
-    const xhat = xc.mul(rstd);
+    const n = x!.size / c;
+    const rstd = variance!.add(epsilon).rsqrt();
+    const s1 = gy ? gy.sum(axes) : undefined;
+    const s2 = gy && (needs[0] || needs[1]) ? gy.mul(centred!).sum(axes) : undefined;
     let gx: Tensor | undefined;
     if (needs[0]) {
-      const parts: Tensor[] = [];
-      if (gy) parts.push(normBackward(gy.mul(w!.reshape(shape)), xhat, rstd, axes));
-      if (gm) parts.push(gm.div(n).reshape(shape).expand([...x!.shape]));
-      if (gv) parts.push(xc.mul(gv.mul(2 / n).reshape(shape)));
-      gx = parts.reduce((a, b) => a.add(b));
+      const wr = w!.mul(rstd);
+      const terms: Tensor[] = [];
+      if (gy) terms.push(gy.mul(wr.reshape(perChannel(x!))));
+      let k2 = s2 ? wr.mul(rstd.square()).mul(s2).mul(-1 / n) : undefined;
+      let k3 = s1 ? wr.mul(s1).mul(-1 / n) : undefined;
+      if (gv) k2 = k2 ? k2.add(gv.mul(2 / n)) : gv.mul(2 / n);
+      if (gm) k3 = k3 ? k3.add(gm.div(n)) : gm.div(n);
+      if (k2 || k3) {
+        const zero = zeros([c], x!.dtype);
+        terms.push(batchNorm(centred!, k2 ?? zero, k3 ?? zero, zero, zero, 1));
+      }
+      // x − mean as an output of its own (only ever internal): its cotangent minus its mean.
+      if (gc) terms.push(gc.sub(gc.mean(axes, true)));
+      gx = terms.reduce((a, b) => a.add(b));
     }
-    return [gx, needs[1] && gy ? gy.mul(xhat).sum(axes) : undefined, needs[2] && gy ? gy.sum(axes) : undefined];
+    return [gx, needs[1] && s2 ? s2.mul(rstd) : undefined, needs[2] && s1 ? s1 : undefined];
   },
   // Indices are not differentiable; the values' cotangent goes back to where they came from.
   topk: ({ inputs: [x], outputs: [, indices], attrs: { axis }, needs }, [gv]) => [needs[0] && gv ? zeros(x!.shape, gv.dtype).scatterAdd(axis, indices!, gv) : undefined],

@@ -41,30 +41,24 @@ export const nnEmitters: EmitterTable<
     return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, 3);
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
-  // Lowered by hand: BatchNormalization's training mode outputs updated running
-  // statistics rather than the batch ones, and ORT's inference build refuses it.
+  // BatchNormalization's training mode outputs updated running statistics rather than the
+  // batch ones (and ORT's inference build refuses it), so the statistics are computed here:
+  // mean, x − mean, the variance as the sum of its squares (no squared tensor is written);
+  // the normalisation is then ONE inference-form BatchNormalization pass with those statistics.
   batch_norm_train: (ctx, node, [x, w, b]) => {
     const { epsilon } = attrsOf(node, 'batch_norm_train');
     const xv = node.inputs[0]!;
     const r = xv.shape.length;
     const c = xv.shape[1]!;
+    const n = numel(xv.shape) / c;
     const axes = { ints: [0, ...Array.from({ length: r - 2 }, (_, i) => i + 2)] };
-    const keep = flag(true);
-    const [mean] = ctx.node('ReduceMean', [x!], { axes, keepdims: keep });
+    const [mean] = ctx.node('ReduceMean', [x!], { axes, keepdims: flag(true) });
     const [centred] = ctx.node('Sub', [x!, mean!]);
-    const [sq] = ctx.node('Mul', [centred!, centred!]);
-    const [variance] = ctx.node('ReduceMean', [sq!], { axes, keepdims: keep });
-    const [veps] = ctx.node('Add', [variance!, ctx.scalar(epsilon, xv.dtype)]);
-    const [std] = ctx.node('Sqrt', [veps!]);
-    const [xhat] = ctx.node('Div', [centred!, std!]);
-    const perChannel = ctx.ints([c, ...new Array<number>(r - 2).fill(1)]);
-    const [wc] = ctx.node('Reshape', [w!, perChannel]);
-    const [bc] = ctx.node('Reshape', [b!, perChannel]);
-    const [scaled] = ctx.node('Mul', [xhat!, wc!]);
-    const [y] = ctx.node('Add', [scaled!, bc!]);
-    const [meanOut] = ctx.node('Reshape', [mean!, ctx.ints([c])]);
-    const [varOut] = ctx.node('Reshape', [variance!, ctx.ints([c])]);
-    return [y!, meanOut!, varOut!];
+    const [sumSq] = ctx.node('ReduceSumSquare', [centred!], { axes, keepdims: flag(false) });
+    const [variance] = ctx.node('Mul', [sumSq!, ctx.scalar(1 / n, xv.dtype)]);
+    const [meanC] = ctx.node('Reshape', [mean!, ctx.ints([c])]);
+    const [y] = ctx.node('BatchNormalization', [x!, w!, b!, meanC!, variance!], { epsilon: { float: epsilon } });
+    return [y!, meanC!, variance!, centred!];
   },
   topk: (ctx, node, [x]) => {
     const { k, axis, largest } = attrsOf(node, 'topk');

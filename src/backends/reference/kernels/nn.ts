@@ -156,7 +156,9 @@ export const nnKernels: KernelTable<
   batch_norm_train: ([x, w, b], { epsilon }) => {
     const { mean, variance } = channelStats(x!);
     const c = mean.length;
-    return [normalizeChannels(x!, w!, b!, mean, variance, epsilon), ref([c], mean), ref([c], variance)];
+    const s = x!.data.length / (x!.shape[0]! * c);
+    const centred = ref(x!.shape, x!.data.map((v, i) => v - mean[Math.floor(i / s) % c]!));
+    return [normalizeChannels(x!, w!, b!, mean, variance, epsilon), ref([c], mean), ref([c], variance), centred];
   },
   topk: ([x], { k, axis, largest }, [out]) => {
     const ax = normAxis(axis, x!.shape.length);
