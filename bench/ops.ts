@@ -4,7 +4,7 @@
  * `python3 -c 'import torch'` works — the same ops in PyTorch in the same
  * run, with the ratio (ours / PyTorch; < 1 means we are faster).
  *
- *   npx tsx bench/ops.ts [--reps 15] [--threads 1,2]
+ *   npx tsx bench/ops.ts [--reps 15] [--threads 1,2] [--only <regexp over case names>]
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -14,11 +14,11 @@ import { type TensorFn } from '../src/tensor/function.js';
 import { compile } from '../src/backends/compile.js';
 import { NDArray } from '../src/ir/ndarray.js';
 import { Rng } from '../src/rng.js';
-import { type Tensor, batchNormTrain, conv2d, layerNorm } from '../src/tensor/tensor.js';
+import { type Tensor, batchNormTrain, conv2d, layerNorm, maxPool2d } from '../src/tensor/tensor.js';
 
 interface Case {
   name: string;
-  kind: 'conv' | 'attention' | 'layernorm' | 'batchnorm';
+  kind: 'conv' | 'attention' | 'layernorm' | 'batchnorm' | 'gelu' | 'maxpool';
   x: number[];
   w?: number[];
   padding?: number;
@@ -34,7 +34,9 @@ const opt = (name: string, dflt: string) => {
 const reps = Number(opt('reps', '15'));
 const threadList = opt('threads', '1,2').split(',').map(Number);
 const casesPath = fileURLToPath(new URL('./ops_cases.json', import.meta.url));
-const cases = JSON.parse(readFileSync(casesPath, 'utf8')) as Case[];
+/** --only <regexp>: the cases whose name matches (default all). */
+const only = new RegExp(opt('only', ''), 'i');
+const cases = (JSON.parse(readFileSync(casesPath, 'utf8')) as Case[]).filter((c) => only.test(c.name));
 
 function randn(shape: readonly number[], rng: Rng): NDArray {
   const a = NDArray.float32(shape);
@@ -64,6 +66,10 @@ function build(c: Case): { fn: (x: Tensor, ...p: Tensor[]) => Tensor; params: nu
       return { fn: (x, w, bb) => layerNorm(x, w, bb, 1e-5), params: [[c.x.at(-1)!], [c.x.at(-1)!]] };
     case 'batchnorm':
       return { fn: (x, w, bb) => batchNormTrain(x, w!, bb!, 1e-5)[0], params: [[c.x[1]!], [c.x[1]!]] };
+    case 'gelu':
+      return { fn: (x) => x.gelu(), params: [] };
+    case 'maxpool':
+      return { fn: (x) => maxPool2d(x, 3, { stride: 2, padding: 1 }), params: [] };
   }
 }
 

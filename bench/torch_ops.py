@@ -24,6 +24,10 @@ def build(c):
     if c["kind"] == "layernorm":
         ln = torch.nn.LayerNorm(c["x"][-1])
         return lambda: ln(x), [x, ln.weight, ln.bias]
+    if c["kind"] == "gelu":
+        return lambda: F.gelu(x), [x]
+    if c["kind"] == "maxpool":
+        return lambda: F.max_pool2d(x, 3, 2, 1), [x]
     bn = torch.nn.BatchNorm2d(c["x"][1]); bn.train()
     return lambda: bn(x), [x, bn.weight, bn.bias]
 

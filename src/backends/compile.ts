@@ -100,7 +100,8 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
     } else {
       // A graph that updates buffers takes its parameters as inputs: baked ones would go stale after every call.
       const entryMode = traced.updates.length ? 'inputs' : mode;
-      e.session ??= OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced) }), opts);
+      // An in-process session: ORT's contrib kernels are there to use (exportOnnx writes standard ONNX only).
+      e.session ??= OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced), contribOps: true }), opts);
       const session = await e.session;
       const names = (e.names ??= onnxInputNames(traced.graph));
       const feeds: Record<string, NDArray> = {};
@@ -129,7 +130,8 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
 
 /**
  * Traces `fn` on example inputs and returns a standalone ONNX model (weights
- * as initializers). With `path`, also writes it atomically (temp + rename).
+ * as initializers, standard ONNX operators only). With `path`, also writes it
+ * atomically (temp + rename).
  */
 export function exportOnnx(fn: TensorFn, exampleInputs: readonly NDArray[], opts: { path?: string; inputNames?: readonly string[]; outputNames?: readonly string[] } & Pick<EmitOptions, 'docString' | 'metadata'> = {}): Uint8Array {
   const specs = specsOf(exampleInputs).map((s, i) => ({ ...s, name: opts.inputNames?.[i] ?? s.name }));

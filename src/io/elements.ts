@@ -1,3 +1,4 @@
+import { numel } from '../ir/ndarray.js';
 /**
  * Element decoding shared by the checkpoint readers: raw little- or
  * big-endian bytes of a storage dtype → one of the four IR dtypes, plus the
@@ -64,24 +65,6 @@ export function irDType(elem: ElementType, opts: DecodeOptions = {}): DType {
 /** Bytes of the decoded (IR) array for `count` elements: what a loader charges against its memory budget. */
 function decodedBytes(elem: ElementType, count: number, opts: DecodeOptions = {}): number {
   return count * IR_ITEM_SIZE[irDType(elem, opts)];
-}
-
-/** Product of the dims; exact as long as it stays below 2^53, and at least that large otherwise. */
-export function countElements(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-/** Row-major (C-order) strides of a shape, in elements. */
-export function cStrides(shape: readonly number[]): number[] {
-  const strides = new Array<number>(shape.length);
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    strides[i] = s;
-    s *= shape[i]!;
-  }
-  return strides;
 }
 
 /** True when a view with these strides is laid out densely in C order (size-1 dims may have any stride). */
@@ -245,7 +228,7 @@ function gatherInto<E>(src: { readonly [i: number]: E }, out: { [i: number]: E }
  * units). The caller has checked that the view is non-empty and inside `src`.
  */
 function gather(src: AnyArray, base: number, shape: readonly number[], strides: readonly number[]): AnyArray {
-  const n = countElements(shape);
+  const n = numel(shape);
   if (n <= 0 || base < 0 || base + viewSpan(shape, strides) >= src.length) {
     throw new FormatError(`strided view ${fmtShape(shape)} (strides ${fmtShape(strides)}, offset ${base}) does not fit a ${src.length}-element storage`);
   }
@@ -286,7 +269,7 @@ export function decodeView(
   opts: DecodeOptions = {},
 ): AnyArray {
   const { offset, shape, strides } = view;
-  const n = countElements(shape);
+  const n = numel(shape);
   if (n === 0) return decodeElements(bytes, 0, 0, elem, littleEndian, opts);
   const size = ITEM_SIZE[elem];
   const available = Math.floor(bytes.length / size);

@@ -14,14 +14,14 @@
  * change no weight shape, so a wrong one loads silently and gives wrong outputs).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ConfigError, FormatError, StateDictError, VolutionError } from '../errors.js';
 import type { NDArray } from '../ir/ndarray.js';
 import type { LoadReport } from '../nn/module.js';
 import { type ClassifierModel, type PretrainedConfig, createModel, getFamily, pretrainedConfig, resolveConfig } from '../models/registry.js';
 import { type CheckpointFile, loadCheckpointFile } from './index.js';
-import { saveSafetensorsFile } from './safetensors.js';
+import { saveSafetensorsFile, writeFileAtomic } from './safetensors.js';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -108,24 +108,6 @@ export function effectivePretrained(name: string, model: ClassifierModel): Pretr
   const configured = (resolveConfig(name).config as { img_size?: unknown }).img_size;
   const resized = JSON.stringify(size) === JSON.stringify(configured) ? undefined : imageSize(size);
   return { ...base, ...(resized ? { inputSize: [base.inputSize[0], ...resized] as const } : {}), numClasses: model.numClasses };
-}
-
-/** Writes a file atomically: temp file, flushed, then renamed over `path`. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
 }
 
 export interface SaveOptions {
@@ -343,3 +325,5 @@ export async function openModel(opts: OpenModelOptions): Promise<LoadedModel> {
   }
   return { model: model.eval(), name: opts.model, pretrained, warnings };
 }
+
+export { writeFileAtomic };

@@ -22,8 +22,8 @@
  * allocate far more than its own size.
  */
 import { FormatError, fmtShape } from '../errors.js';
-import { NDArray } from '../ir/ndarray.js';
-import { ITEM_SIZE, cStrides, decodeView, irDType } from './elements.js';
+import { NDArray, stridesOf } from '../ir/ndarray.js';
+import { ITEM_SIZE, decodeView, irDType } from './elements.js';
 import type { DecodeOptions, ElementType } from './elements.js';
 
 /** A reference to an allow-listed global that was named but not called. */
@@ -506,7 +506,7 @@ class Unpickler {
     const n = shape.reduce((a, b) => a * b, 1);
     if (n * size !== raw.length) fail(`numpy array of shape ${fmtShape(shape)} (${dtype.elementType}) needs ${n * size} bytes but has ${raw.length}; the file is corrupt`);
     // Fortran order is C order of the reversed shape: read it through reversed strides.
-    const strides = fortran ? cStrides([...shape].reverse()).reverse() : cStrides(shape);
+    const strides = fortran ? stridesOf([...shape].reverse()).reverse() : stridesOf(shape);
     return this.materialize(dtype.elementType, raw, dtype.littleEndian, 0, shape, strides, 'numpy array');
   }
 

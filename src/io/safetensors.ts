@@ -7,9 +7,9 @@
  */
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { FormatError, fmtShape } from '../errors.js';
-import { NDArray } from '../ir/ndarray.js';
+import { NDArray, numel } from '../ir/ndarray.js';
 import type { DType } from '../ir/ndarray.js';
-import { HOST_LITTLE_ENDIAN, ITEM_SIZE, countElements, decodeElements, irDType } from './elements.js';
+import { HOST_LITTLE_ENDIAN, ITEM_SIZE, decodeElements, irDType } from './elements.js';
 import type { DecodeOptions, ElementType } from './elements.js';
 
 /** safetensors dtype names this reader accepts, and the element type each one stores (a Map: no prototype lookups). */
@@ -101,7 +101,7 @@ function parseEntry(name: string, info: unknown, dataLength: number): Entry {
   }
   const [begin, end] = offsets as [number, number];
   if (end > dataLength) fail(`${where}: data_offsets [${begin}, ${end}] run past the end of the ${dataLength}-byte data section; the file is truncated or corrupt`);
-  const expected = countElements(shape) * ITEM_SIZE[elem];
+  const expected = numel(shape) * ITEM_SIZE[elem];
   if (expected !== end - begin) {
     fail(`${where}: shape ${fmtShape(shape)} of ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}; the header is corrupt`);
   }
@@ -162,7 +162,7 @@ export function readSafetensors(bytes: Uint8Array, opts: ReadSafetensorsOptions 
 
   const tensors = new Map<string, NDArray>();
   for (const e of entries) {
-    const data = decodeElements(bytes, dataStart + e.begin, countElements(e.shape), e.elem, true, opts);
+    const data = decodeElements(bytes, dataStart + e.begin, numel(e.shape), e.elem, true, opts);
     tensors.set(e.name, new NDArray(irDType(e.elem, opts), e.shape, data));
   }
   return { tensors, metadata };
@@ -231,7 +231,11 @@ export async function loadSafetensorsFile(path: string, opts: ReadSafetensorsOpt
  * leaves a half-written checkpoint under the final name.
  */
 export async function saveSafetensorsFile(path: string, tensors: Map<string, NDArray> | Record<string, NDArray>, metadata?: Record<string, string>): Promise<void> {
-  const bytes = writeSafetensors(tensors, metadata);
+  await writeFileAtomic(path, writeSafetensors(tensors, metadata));
+}
+
+/** Writes a file atomically: a temp file, flushed to disk, then renamed over `path`; the temp file is removed on failure. */
+export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     const fh = await open(tmp, 'w');

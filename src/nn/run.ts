@@ -38,7 +38,7 @@ export async function runModule(model: Module, input: NDArray, opts: RunOptions 
     feeds.set(traced.inputs[0]!, input);
     outs = interpret(graph, feeds).map((r) => fromRef(r, 'float64'));
   } else {
-    const session = await OrtSession.create(toOnnx(graph, { paramValues: paramValues(traced) }), opts);
+    const session = await OrtSession.create(toOnnx(graph, { paramValues: paramValues(traced), contribOps: true }), opts);
     try {
       const res = await session.run({ input });
       outs = graph.outputs.map((_, i) => res[`output_${i}`]!);

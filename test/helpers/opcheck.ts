@@ -1,6 +1,7 @@
 /**
  * The per-op conformance check used by every op test:
- *  1. ONNX Runtime (float32) equals the reference interpreter (float64);
+ *  1. ONNX Runtime (float32, with its contrib ops as in-process sessions use
+ *     them) equals the reference interpreter (float64);
  *  2. the VJP on the reference interpreter equals central finite differences
  *     in float64 (relative error ≤ 1e-6 of the gradient's max);
  *  3. the same gradient graph on ONNX Runtime agrees in float32.
@@ -49,10 +50,11 @@ function toF32(a: NDArray): NDArray {
   return isFloat(a.dtype) ? new NDArray('float32', a.shape, Float32Array.from(a.toFloat64())) : a;
 }
 
-async function runOrt(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[]): Promise<NDArray[]> {
+/** Runs on ONNX Runtime; `contribOps` as the in-process sessions (compile, the train step) emit by default. */
+export async function runOrt(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[], contribOps = true): Promise<NDArray[]> {
   const f32 = inputs.map(toF32);
   const traced = trace(fn, f32.map((a, i) => ({ dtype: a.dtype, shape: a.shape, name: `input_${i}` })));
-  const session = await OrtSession.create(toOnnx(traced.graph), { threads: 1 });
+  const session = await OrtSession.create(toOnnx(traced.graph, { contribOps }), { threads: 1 });
   const feeds: Record<string, NDArray> = {};
   f32.forEach((a, i) => (feeds[`input_${i}`] = a));
   const out = await session.run(feeds);
@@ -60,7 +62,7 @@ async function runOrt(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readon
   return traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
 }
 
-function runRef(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[]): RefArray[] {
+export function runRef(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[]): RefArray[] {
   const traced = trace(fn, inputs.map((a, i) => ({ dtype: isFloat(a.dtype) ? 'float32' : a.dtype, shape: a.shape, name: `input_${i}` })));
   const feeds = new Map<Value, NDArray>();
   traced.inputs.forEach((v, i) => feeds.set(v, inputs[i]!));

@@ -25,6 +25,8 @@ export interface InferenceExportOptions {
   outputName?: string;
   docString?: string;
   metadata?: Readonly<Record<string, string>>;
+  /** Allow ONNX Runtime's contrib ops (default false: a portable file; see `EmitOptions.contribOps`). */
+  contribOps?: boolean;
 }
 
 export interface InferenceExport {
@@ -53,7 +55,7 @@ export function exportInference(fn: TensorFn, sampleShape: readonly number[], op
     const source: ParamGraph = { graph: t.graph, params: paramValues(t) };
     return opts.foldBatchNorm === false ? { ...source, folded: 0 } : foldBatchNorm(source);
   };
-  const common = { params: 'initializers' as const, outputNames: [opts.outputName ?? 'logits'], docString: opts.docString, metadata: opts.metadata };
+  const common = { params: 'initializers' as const, outputNames: [opts.outputName ?? 'logits'], docString: opts.docString, metadata: opts.metadata, contribOps: opts.contribOps ?? false };
   if (batch !== 'dynamic') {
     const g = traceAt(batch);
     return { bytes: toOnnx(g.graph, { ...common, paramValues: g.params }), graph: g, foldedBatchNorms: g.folded };
@@ -112,7 +114,8 @@ export interface InferenceRunner {
 
 /** Exports `fn` for inference (BatchNorms folded) and opens it in ONNX Runtime. */
 export async function createInferenceRunner(fn: TensorFn, sampleShape: readonly number[], opts: OrtOptions & Pick<InferenceExportOptions, 'batch' | 'foldBatchNorm'> = {}): Promise<InferenceRunner> {
-  const exported = exportInference(fn, sampleShape, { batch: opts.batch, foldBatchNorm: opts.foldBatchNorm });
+  // Never written to a file: ORT's contrib kernels are fair game.
+  const exported = exportInference(fn, sampleShape, { batch: opts.batch, foldBatchNorm: opts.foldBatchNorm, contribOps: true });
   const session = await OrtSession.create(exported.bytes, opts);
   const [input] = session.inputNames;
   const [output] = session.outputNames;
