@@ -35,7 +35,8 @@ const { values: args } = parseArgs({
     reps: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '2' },
     threads: { type: 'string', default: String(DEFAULT_THREADS) },
-    baselines: { type: 'string', default: resolve(ROOT, '../shared/baselines') },
+    // The PyTorch-exported baselines sit beside the repository in the development checkout (shared/baselines).
+    baselines: { type: 'string', default: resolve(ROOT, '..', 'shared', 'baselines') },
     memory: { type: 'boolean', default: false },
     /** Internal: run one batch of one side in this process and print its peak RSS (MB). */
     child: { type: 'string' },
