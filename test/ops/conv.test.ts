@@ -8,7 +8,7 @@ import { NDArray, numel } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
 import {
   type Conv2dOptions, type PoolOptions, type Tensor, type UnfoldOptions,
-  avgPool2d, constant, conv2d, convTranspose2d, fold, maxPool2d, unfold,
+  avgPool2d, constant, conv2d, convTranspose2d, emit, fold, maxPool2d, unfold,
 } from '../../src/tensor/tensor.js';
 import { checkOp, expectClose, randn } from '../helpers/opcheck.js';
 
@@ -156,6 +156,32 @@ describe('max_pool2d', () => {
     ];
     expectClose(gRef, torchGx, 1e-6, 'max_pool2d tie gradient (reference)');
     expectClose(gOrt, torchGx, 1e-6, 'max_pool2d tie gradient (ORT)');
+  });
+  // The op's second output: flat indices into the whole input (ONNX MaxPool's Indices), which the
+  // backward scatters into. PyTorch's return_indices are per plane: plus plane · H·W here.
+  const withIndices = (k: number, stride: number, padding: number) => (t: Tensor) =>
+    emit('max_pool2d', [t], { kernel: [k, k], stride: [stride, stride], padding: [padding, padding, padding, padding] });
+  it('indices: the first maximum in row-major window order, on ORT and the reference (PyTorch return_indices)', async () => {
+    const [v, i] = await checkOp({ fn: withIndices(3, 2, 1), inputs: [ints([1, 1, 5, 6])], wrt: [] });
+    expect(Array.from(v!.data)).toEqual([3, 3, 3, 3, 2, 3, 3, 3, 2]);
+    expect(Array.from(i!.data)).toEqual([1, 1, 11, 6, 15, 11, 25, 25, 21]);
+    const [, i2] = await checkOp({ fn: withIndices(3, 1, 1), inputs: [ints([2, 2, 4, 5])], wrt: [] });
+    expect(Array.from(i2!.data)).toEqual([
+      1, 1, 1, 2, 3, 1, 1, 1, 2, 3, 6, 6, 6, 7, 19, 11, 11, 11, 12, 19, 25, 25, 21, 29, 29, 25, 25, 21, 34, 34, 25, 25, 26, 34, 34, 30, 30, 31, 34, 34,
+      40, 40, 41, 44, 44, 40, 40, 41, 54, 54, 45, 45, 46, 54, 54, 50, 50, 58, 54, 54, 60, 60, 63, 64, 64, 60, 60, 73, 64, 64, 65, 65, 73, 69, 69, 70, 70, 73, 74, 74,
+    ]);
+  });
+  it('ties with overlapping windows (stride 1): windows that chose the same element add up (PyTorch)', async () => {
+    const x = ints([2, 2, 4, 5]);
+    const [gRef, gOrt] = await vjpBoth((t) => maxPool2d(t, 3, { stride: 1, padding: 1 }), x, seq([2, 2, 4, 5], 0.53, 0.4));
+    const torchGx = [
+      0, 1.027888978141, -0.083967700357, -0.314779873326, 0, 0, -0.144894292937, 0.845133411657, 0, 0, 0, 1.412490126339, -0.49272807602, 0, 0, 0, 0, 0, 0, 0.134386721286,
+      0, 0.355362277005, 0, 0, 0, -1.436844272095, -0.99670181288, 0, 0, 0.549405106667, 0.689778794159, 0.91698035645, 0, 0, 0.9428162727, 0, 0, 0, 0, 0,
+      -0.875109303027, -0.443753335979, 0, 0, -1.919157550473, 1.728292070861, 0.30918306025, 0, 0, 0, -1.9293089286, 0, 0, 0, 0.681093294119, 0, 0, 0, -0.721472525942, 0,
+      0.652232128888, 0, 0, 0.962891607122, -0.688381603029, 0.127084334898, 0, 0, 0, 1.923201349486, 0.797094029814, 0, 0, -0.578800458859, -1.772894244619, 0, 0, 0, 0, 0,
+    ];
+    expectClose(gRef, torchGx, 1e-6, 'max_pool2d stride-1 tie gradient (reference)');
+    expectClose(gOrt, torchGx, 1e-6, 'max_pool2d stride-1 tie gradient (ORT)');
   });
   it('a real 0 maximum next to padding keeps the gradient (padding is -inf)', async () => {
     const x = ints([1, 1, 5, 6]);

@@ -1,7 +1,10 @@
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { grad } from '../../src/autodiff/grad.js';
+import { toOnnx } from '../../src/backends/onnx/model.js';
 import { NDArray } from '../../src/ir/ndarray.js';
-import { where, type Tensor } from '../../src/tensor/tensor.js';
-import { checkOp, randn } from '../helpers/opcheck.js';
+import { trace } from '../../src/tensor/function.js';
+import { constant, where, type Tensor } from '../../src/tensor/tensor.js';
+import { checkOp, expectClose, randn, runOrt, runRef } from '../helpers/opcheck.js';
 
 const pos = (shape: number[], seed: number) => {
   const a = randn(shape, seed);
@@ -42,7 +45,7 @@ describe('elementwise unary ops', () => {
     ['sigmoid', (x) => x.sigmoid(), false],
     ['relu', (x) => x.relu(), false],
     ['abs', (x) => x.abs(), false],
-    ['gelu (composite)', (x) => x.gelu(), false],
+    ['gelu', (x) => x.gelu(), false],
     ['rsqrt (composite)', (x) => x.rsqrt(), true],
   ];
   for (const [name, fn, positive] of cases) {
@@ -65,5 +68,45 @@ describe('comparison, logic, where, cast', () => {
   it('cast float → int64 → float truncates toward zero', async () => {
     const ref = await checkOp({ fn: (a) => a.mul(3).cast('int64').cast('float32'), inputs: [NDArray.float64([4], [-1.9, -0.2, 0.4, 2.7])], wrt: [] });
     if (ref[0]!.data.join() !== [-5, 0, 1, 8].join()) throw new Error(`cast: got ${ref[0]!.data.join()}`);
+  });
+});
+
+describe('gelu (primitive: ORT contrib kernel in process, standard ONNX in files)', () => {
+  // torch.nn.functional.gelu (exact) and its gradient in float64
+  const xs = [-30, -14, -6, -1.5, -0.25, 0, 0.25, 1.5, 6, 14, 30];
+  const torchY = [-0, -0, -5.919525869479969e-9, -0.10021080190328704, -0.10032341857926907, 0, 0.14967658142073093, 1.399789198096713, 5.999999994080474, 14, 30];
+  const torchG = [0, 0, -3.546870945402639e-8, -0.1274691922299796, 0.304626645116364, 0.5, 0.695373354883636, 1.1274691922299795, 1.0000000354687093, 1, 1];
+  const x = NDArray.float64([xs.length], xs);
+  const fwdBwd = (t: Tensor) => [t.gelu(), grad(t.gelu().sum(), [t])[0]!];
+
+  it('values and gradient equal PyTorch, including 0 and the tails (no overflow to NaN)', async () => {
+    const [y, g] = runRef(fwdBwd, [x]);
+    expectClose(y!.data, torchY, 1e-12, 'gelu (reference)', 1e-15);
+    // (the rule's constants are float32 in a float32 graph, also on the reference)
+    expectClose(g!.data, torchG, 1e-7, 'gelu gradient (reference)', 1e-15);
+    for (const contribOps of [true, false]) {
+      const [yo, go] = await runOrt(fwdBwd, [x], contribOps);
+      expectClose(yo!.toFloat64(), torchY, 1e-6, `gelu on ORT (contribOps ${contribOps})`, 1e-6);
+      expectClose(go!.toFloat64(), torchG, 1e-6, `gelu gradient on ORT (contribOps ${contribOps})`, 1e-6);
+    }
+  });
+  it('the portable lowering (exported files) matches the contrib kernel, forward and backward', async () => {
+    const inputs = [randn([2, 3, 5], 20, 3), randn([2, 3, 5], 21)];
+    const f = (t: Tensor, c: Tensor) => [t.gelu(), grad(t.gelu().mul(c).sum(), [t])[0]!];
+    const ref = runRef(f, inputs);
+    const contrib = await runOrt(f, inputs, true);
+    const portable = await runOrt(f, inputs, false);
+    ref.forEach((r, i) => {
+      expectClose(contrib[i]!.toFloat64(), r.data, 1e-5, `contrib output ${i}`, 1e-6);
+      expectClose(portable[i]!.toFloat64(), r.data, 1e-5, `portable output ${i}`, 1e-6);
+    });
+  });
+  it('only in-process graphs import com.microsoft, and only when they use it', () => {
+    const has = (bytes: Uint8Array) => Buffer.from(bytes).includes('com.microsoft');
+    const gelu = trace((t) => t.gelu().mul(constant(NDArray.float32([], [2]))), [{ dtype: 'float32', shape: [4] }]).graph;
+    const plain = trace((t) => t.erf(), [{ dtype: 'float32', shape: [4] }]).graph;
+    expect(has(toOnnx(gelu, { contribOps: true }))).toBe(true);
+    expect(has(toOnnx(gelu))).toBe(false);
+    expect(has(toOnnx(plain, { contribOps: true }))).toBe(false);
   });
 });

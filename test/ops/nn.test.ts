@@ -5,7 +5,7 @@ import { AttributeError, RuntimeFailure, ShapeError } from '../../src/errors.js'
 import type { Value } from '../../src/ir/graph.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
-import { type Tensor, batchNorm, batchNormTrain, layerNorm } from '../../src/tensor/tensor.js';
+import { type Tensor, batchNorm, batchNormTrain, emit, layerNorm } from '../../src/tensor/tensor.js';
 import { checkOp, expectClose, randn } from '../helpers/opcheck.js';
 
 const pos = (shape: number[], seed: number) => {
@@ -165,6 +165,19 @@ describe('batch_norm_train', () => {
   });
   it('rank 4 input, cotangents on all three outputs', async () => {
     await checkOp({ fn: bn, inputs: [randn([2, 3, 2, 2], 45), randn([3], 46), randn([3], 47)] });
+  });
+  it('only y reaches the loss (the train step: running statistics are not differentiated)', async () => {
+    await checkOp({ fn: bn, inputs: [randn([3, 4, 3, 2], 60), randn([4], 61), randn([4], 62)], gradOutputs: [0] });
+  });
+  it('a mean far from zero relative to the spread (float32 cancellation)', async () => {
+    const x = randn([4, 3, 3, 3], 63);
+    for (let i = 0; i < x.size; i++) x.data[i] = 50 + 0.5 * x.data[i]!;
+    await checkOp({ fn: bn, inputs: [x, randn([3], 64), randn([3], 65)], gradOutputs: [0], rtol: 2e-5 });
+  });
+  it('the internal x − mean output is exact and differentiable too', async () => {
+    const [, mean, , centred] = await checkOp({ fn: (x, w, b) => emit('batch_norm_train', [x, w, b], { epsilon: 1e-5 }), inputs: [randn([2, 3, 2, 2], 66), randn([3], 67), randn([3], 68)] });
+    expect(centred!.shape).toEqual([2, 3, 2, 2]);
+    expect(mean!.shape).toEqual([3]);
   });
   it('only the statistics reach the loss', async () => {
     await checkOp({ fn: (x, w, b) => bn(x, w, b).slice(1), inputs: [randn([3, 2, 2], 48), randn([2], 49), randn([2], 50)], wrt: [0] });
