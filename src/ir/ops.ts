@@ -5,9 +5,11 @@
  * The set is kept small on purpose (tinygrad-style): composites such as
  * roll, split, mean over several axes or global pooling are built from these
  * in `tensor/`. A composite becomes a primitive only where that buys speed
- * (GELU: one fused kernel forward and a short backward). Every primitive has a reference kernel
- * (`backends/reference/kernels.ts`), an ONNX emission (`backends/onnx/emit.ts`)
- * and a vector-Jacobian rule (`autodiff/rules.ts`).
+ * (GELU: ONNX Runtime's one fused kernel even in training graphs, where the
+ * backward pass would otherwise keep the composite's intermediates alive and
+ * unfused). Every primitive has a reference kernel (`backends/reference/kernels.ts`),
+ * an ONNX emission (`backends/onnx/emit.ts`) and a vector-Jacobian rule
+ * (`autodiff/rules.ts`).
  */
 import { AttributeError, ShapeError, fmtShape } from '../errors.js';
 import { type DType, DTYPES, NDArray, isFloat, numel } from './ndarray.js';

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { grad } from '../../src/autodiff/grad.js';
 import { NDArray } from '../../src/ir/ndarray.js';
-import { concat, stack } from '../../src/tensor/tensor.js';
+import { trace } from '../../src/tensor/function.js';
+import { type Tensor, concat, stack } from '../../src/tensor/tensor.js';
 import { checkOp, randn } from '../helpers/opcheck.js';
 
 describe('matmul', () => {
@@ -36,6 +38,18 @@ describe('layout ops', () => {
   });
   it('split and chunk', async () => {
     await checkOp({ fn: (x) => { const [a, b] = x.split([2, 4], 1); const [c, d] = b!.chunk(2, 1); return a!.mul(c!).sub(d!); }, inputs: [randn([3, 6], 14)] });
+  });
+  it('slices of one tensor get their cotangents joined by one concat (gaps zero-filled), not padded and added', async () => {
+    // q, k, v = qkv[0], qkv[1], qkv[3] (index 2 unused: a gap), as in attention
+    const f = (x: Tensor) => { const [q, k, v] = [0, 1, 3].map((i) => x.select(0, i)) as [Tensor, Tensor, Tensor]; return q.mul(k).sub(v.mul(2)); };
+    await checkOp({ fn: f, inputs: [randn([4, 2, 3], 19)] });
+    const g = trace((x) => grad(f(x).sum(), [x])[0]!, [{ dtype: 'float32', shape: [4, 2, 3] }]).graph;
+    const ops = g.liveNodes().map((n) => n.op);
+    expect(ops).toContain('concat');
+    expect(ops).not.toContain('pad');
+  });
+  it('overlapping slices still add up', async () => {
+    await checkOp({ fn: (x) => x.slice(1, 0, 3).mul(x.slice(1, 2, 5)).add(x.slice(1, 4, 5)), inputs: [randn([2, 5], 20)] });
   });
   it('roll matches torch.roll', async () => {
     const x = NDArray.float64([2, 3], [0, 1, 2, 3, 4, 5]);

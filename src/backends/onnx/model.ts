@@ -53,9 +53,30 @@ function valueInfo(name: string, dtype: DType, shape: readonly (number | string)
   return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
 }
 
+/** One emitted ONNX node (serialised at the end, once graph outputs have their names). */
+interface NodeSpec {
+  readonly opType: string;
+  readonly name: string;
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly attrs: Readonly<Record<string, OnnxAttr>>;
+  readonly domain: string;
+}
+
+function nodeProto(n: NodeSpec, rename: ReadonlyMap<string, string>): ProtoWriter {
+  const w = new ProtoWriter();
+  for (const i of n.inputs) w.string(1, rename.get(i) ?? i);
+  for (const o of n.outputs) w.string(2, rename.get(o) ?? o);
+  w.string(3, n.name);
+  w.string(4, n.opType);
+  for (const [k, a] of Object.entries(n.attrs)) w.message(5, attrProto(k, a));
+  if (n.domain) w.string(7, n.domain);
+  return w;
+}
+
 /** Per-model emission state handed to each op's lowering. */
 export class EmitContext {
-  readonly nodes: ProtoWriter[] = [];
+  readonly nodes: NodeSpec[] = [];
   readonly initializers: ProtoWriter[] = [];
   /** Non-default operator domains the emitted nodes use, with their opset versions. */
   readonly domains = new Map<string, number>();
@@ -102,17 +123,8 @@ export class EmitContext {
   node(opType: string, inputs: readonly string[], attrs: Readonly<Record<string, OnnxAttr>> = {}, outputs: number | readonly string[] = 1, domain = ''): string[] {
     const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(opType)) : [...outputs];
     const scope = this.current?.scope ? `${this.current.scope}/` : '';
-    const w = new ProtoWriter();
-    for (const i of inputs) w.string(1, i);
-    for (const o of outs) w.string(2, o);
-    w.string(3, `${scope}${opType}_${this.counter++}`);
-    w.string(4, opType);
-    for (const [k, a] of Object.entries(attrs)) w.message(5, attrProto(k, a));
-    if (domain) {
-      w.string(7, domain);
-      this.domains.set(domain, 1);
-    }
-    this.nodes.push(w);
+    if (domain) this.domains.set(domain, 1);
+    this.nodes.push({ opType, name: `${scope}${opType}_${this.counter++}`, inputs: [...inputs], outputs: outs, attrs, domain });
     return outs;
   }
 
@@ -233,16 +245,21 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
     });
   }
   ctx.setCurrent(undefined);
-  // Graph outputs get stable names; an output that is an input or repeated is copied with Identity.
+  // Graph outputs get stable names: a node's output is renamed (no copy); an output that is
+  // a graph input, a constant or repeated is copied with Identity.
+  const produced = new Set(ctx.nodes.flatMap((n) => n.outputs));
+  const rename = new Map<string, string>();
   const outputsInfo: ProtoWriter[] = [];
   graph.outputs.forEach((v, i) => {
     const name = opts.outputNames?.[i] ?? `output_${i}`;
-    ctx.node('Identity', [ctx.name(v)], {}, [name]);
+    const src = ctx.name(v);
+    if (produced.has(src) && !rename.has(src)) rename.set(src, name);
+    else ctx.node('Identity', [rename.get(src) ?? src], {}, [name]);
     outputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
   });
 
   const g = new ProtoWriter();
-  for (const n of ctx.nodes) g.message(1, n);
+  for (const n of ctx.nodes) g.message(1, nodeProto(n, rename));
   g.string(2, 'volution');
   for (const t of ctx.initializers) g.message(5, t);
   for (const i of inputsInfo) g.message(11, i);
