@@ -5,10 +5,9 @@
  * (kept here only, as an oracle), the full-size key spaces, small forwards of
  * every block type, checkpoint filters and bad inputs.
  */
+import { expectOfficialLayout } from '../helpers/official.js';
 import { extractStateDict } from '../../src/io/torch.js';
 import type { PickleValue } from '../../src/io/pickle.js';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { compile } from '../../src/backends/compile.js';
@@ -30,7 +29,7 @@ import {
 import { Rng } from '../../src/rng.js';
 import { trace } from '../../src/tensor/function.js';
 import { type Tensor, concat, constant, unfold } from '../../src/tensor/tensor.js';
-import { FIXTURES, type FixtureCase, loadFixture } from '../helpers/fixtures.js';
+import { type FixtureCase, loadFixture } from '../helpers/fixtures.js';
 import { expectClose, maxAbs, maxAbsDiff, randn } from '../helpers/opcheck.js';
 import { checkParity } from '../helpers/parity.js';
 
@@ -233,11 +232,6 @@ describe('acmix: banded local attention equals the Unfold formulation', () => {
 // ------------------------------------------------------------ registry and full-size variants
 
 describe('acmix: registry and full-size variants', () => {
-  const variantsFile = join(FIXTURES, 'variants.json');
-  const counts = existsSync(variantsFile)
-    ? new Map((JSON.parse(readFileSync(variantsFile, 'utf8')) as { variants: { variant: string; params: number }[] }).variants.map((v) => [v.variant, v.params]))
-    : undefined;
-
   it('registers ResNet-26/38/50 (no weights, bilinear 256 → 224) and Swin-T/S (Tsinghua Cloud weights, bicubic)', () => {
     expect(listModels('acmix_resnet*')).toEqual(RESNET_VARIANTS);
     expect(listModels('acmix_swin*')).toEqual(SWIN_VARIANTS);
@@ -259,14 +253,7 @@ describe('acmix: registry and full-size variants', () => {
   });
 
   for (const name of [...RESNET_VARIANTS, ...SWIN_VARIANTS]) {
-    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => {
-      const model = createModel(name);
-      const dtype = { float32: 'F32', int64: 'I64' } as Record<string, string>;
-      const lines = model.namedTensors().map(([k, p]) => `${k} ${dtype[p.data.dtype]} [${p.data.shape.join(',')}]`);
-      expect(lines).toEqual(readFileSync(join(FIXTURES, 'keys', `${name}.txt`), 'utf8').trim().split('\n'));
-      expect(counts, `${variantsFile} is missing`).toBeDefined();
-      expect(model.numParams()).toBe(counts!.get(name));
-    });
+    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => expectOfficialLayout(name));
   }
 });
 

@@ -5,11 +5,10 @@
  * spaces, small forwards of every block option, the checkpoint filter and
  * bad inputs.
  */
+import { expectOfficialLayout } from '../helpers/official.js';
 import { StateDictError } from '../../src/errors.js';
 import { extractStateDict } from '../../src/io/torch.js';
 import type { PickleValue } from '../../src/io/pickle.js';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, ShapeError } from '../../src/errors.js';
 import type { NDArray } from '../../src/ir/ndarray.js';
@@ -18,7 +17,7 @@ import { type CeIT, type CeitConfig, ceitCheckpointFilter, createModel, getVaria
 import { Rng } from '../../src/rng.js';
 import { trace } from '../../src/tensor/function.js';
 import { trainModeGradients } from '../../src/train/debug.js';
-import { FIXTURES, type FixtureCase, loadFixture } from '../helpers/fixtures.js';
+import { type FixtureCase, loadFixture } from '../helpers/fixtures.js';
 import { maxAbs, maxAbsDiff, randn } from '../helpers/opcheck.js';
 import { checkParity } from '../helpers/parity.js';
 
@@ -85,11 +84,6 @@ describe('ceit: parity with the official code', () => {
 // ------------------------------------------------------------------ registry
 
 describe('ceit: registry and full-size variants', () => {
-  const variantsFile = join(FIXTURES, 'variants.json');
-  const counts = existsSync(variantsFile)
-    ? new Map((JSON.parse(readFileSync(variantsFile, 'utf8')) as { variants: { variant: string; params: number }[] }).variants.map((v) => [v.variant, v.params]))
-    : undefined;
-
   it('registers T/S/B at 224 and 384 with the DeiT evaluation transform', () => {
     expect(listModels('ceit*')).toEqual(['ceit_base', 'ceit_base_384', 'ceit_small', 'ceit_small_384', 'ceit_tiny', 'ceit_tiny_384']);
     for (const name of listModels('ceit*')) {
@@ -107,14 +101,7 @@ describe('ceit: registry and full-size variants', () => {
   });
 
   for (const name of FULL_SIZE) {
-    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => {
-      const model = createModel(name);
-      const dtype = { float32: 'F32', int64: 'I64' } as Record<string, string>;
-      const lines = model.namedTensors().map(([k, p]) => `${k} ${dtype[p.data.dtype]} [${p.data.shape.join(',')}]`);
-      expect(lines).toEqual(readFileSync(join(FIXTURES, 'keys', `${name}.txt`), 'utf8').trim().split('\n'));
-      expect(counts, `${variantsFile} is missing`).toBeDefined();
-      expect(model.numParams()).toBe(counts!.get(name));
-    });
+    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => expectOfficialLayout(name));
   }
 
   it('384 variants differ only by the longer pos_embed (ceit.md §1: 6,429,864 and 24,350,760)', () => {

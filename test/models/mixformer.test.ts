@@ -3,19 +3,18 @@
  * PyTorch port, the full-size key spaces, window padding at sizes that are
  * not multiples of 7, the Paddle checkpoint conversion, and bad inputs.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { expectOfficialLayout } from '../helpers/official.js';
 import { describe, expect, it } from 'vitest';
 import { ShapeError } from '../../src/errors.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { Module } from '../../src/nn/module.js';
 import { runModule } from '../../src/nn/run.js';
-import { createModel, getVariant, listModels, pretrainedConfig, resolveConfig } from '../../src/models/index.js';
+import { createModel, getVariant, listModels, pretrainedConfig } from '../../src/models/index.js';
 import { type MixFormer, MixingBlock } from '../../src/models/mixformer.js';
 import { convertPaddleStateDict } from '../../src/models/paddle.js';
 import { Rng } from '../../src/rng.js';
 import { type Tensor, concat, zeros } from '../../src/tensor/tensor.js';
-import { FIXTURES, loadFixture } from '../helpers/fixtures.js';
+import { loadFixture } from '../helpers/fixtures.js';
 import { expectClose, maxAbs, maxAbsDiff, randn } from '../helpers/opcheck.js';
 import { checkParity } from '../helpers/parity.js';
 
@@ -36,22 +35,6 @@ function randomize(model: Module, seed: number): void {
     if (p.data.dtype !== 'float32') continue;
     const d = p.data.data as Float32Array;
     for (let i = 0; i < d.length; i++) d[i] = key.endsWith('running_var') ? 0.5 + rng.uniform() : rng.normal() * 0.3;
-  }
-}
-
-/**
- * A generator of constants: the full-size structure checks do not look at
- * initial values, and drawing B6's 119M normals takes about half a minute.
- */
-class ConstantRng extends Rng {
-  constructor() {
-    super(0);
-  }
-  override normal(): number {
-    return 0;
-  }
-  override uniform(): number {
-    return 0.5;
   }
 }
 
@@ -95,11 +78,6 @@ describe('mixformer: parity with the PaddleClas port fixtures', () => {
 });
 
 describe('mixformer: registry and full-size variants', () => {
-  const variantsFile = join(FIXTURES, 'variants.json');
-  const counts = existsSync(variantsFile)
-    ? new Map((JSON.parse(readFileSync(variantsFile, 'utf8')) as { variants: { variant: string; params: number }[] }).variants.map((v) => [v.variant, v.params]))
-    : undefined;
-
   it('registers B0–B6 with the PaddleClas eval transform and the published weights (B1–B4, B6)', () => {
     expect(listModels('mixformer*')).toEqual(VARIANTS);
     for (const name of VARIANTS) {
@@ -115,15 +93,7 @@ describe('mixformer: registry and full-size variants', () => {
   });
 
   for (const name of VARIANTS) {
-    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => {
-      const { family, config } = resolveConfig(name);
-      const model = family.build(config, new ConstantRng()).nameParameters();
-      const dtype = { float32: 'F32', int64: 'I64' } as Record<string, string>;
-      const lines = model.namedTensors().map(([k, p]) => `${k} ${dtype[p.data.dtype]} [${p.data.shape.join(',')}]`);
-      expect(lines).toEqual(readFileSync(join(FIXTURES, 'keys', `${name}.txt`), 'utf8').trim().split('\n'));
-      expect(counts, `${variantsFile} is missing`).toBeDefined();
-      expect(model.numParams()).toBe(counts!.get(name));
-    });
+    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => expectOfficialLayout(name));
   }
 
   it('accepts the PyTorch name num_classes for class_num, and class_num 0 (no head)', async () => {

@@ -5,8 +5,6 @@
  * model, and its forward traces at the default input to [batch, classes].
  * One small variant per family also runs on ONNX Runtime with random weights.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import { countMacs } from '../../src/ir/analysis.js';
@@ -14,15 +12,9 @@ import { NDArray } from '../../src/ir/ndarray.js';
 import { createModel, getVariant, listFamilies, listModels, pretrainedConfig } from '../../src/models/index.js';
 import { runModule } from '../../src/nn/run.js';
 import { trace } from '../../src/tensor/function.js';
-import { FIXTURES } from '../helpers/fixtures.js';
+import { OFFICIAL_VARIANTS } from '../helpers/official.js';
 
-interface OfficialVariant {
-  variant: string;
-  params: number;
-  macs_224: number;
-}
-const { variants } = JSON.parse(readFileSync(join(FIXTURES, 'variants.json'), 'utf8')) as { variants: OfficialVariant[] };
-const table = new Map(variants.map((v) => [v.variant, v]));
+const table = OFFICIAL_VARIANTS;
 /** ACmix-ResNet's local attention is an elementwise multiply-sum officially (not counted) but matmuls here. */
 const MACS_DIFFER = /^acmix_resnet/;
 /** One small variant per family runs on ONNX Runtime with random weights. */

@@ -5,11 +5,10 @@
  * pruning against reference logits, the TL head, layer scale, the
  * checkpoint filter (official wrapper, PaddleClas copies) and bad inputs.
  */
+import { expectOfficialLayout } from '../helpers/official.js';
 import { StateDictError } from '../../src/errors.js';
 import { extractStateDict } from '../../src/io/torch.js';
 import type { PickleValue } from '../../src/io/pickle.js';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { compile } from '../../src/backends/compile.js';
@@ -31,7 +30,7 @@ import {
 import { Rng } from '../../src/rng.js';
 import { trace } from '../../src/tensor/function.js';
 import { type Tensor, constant, oneHot } from '../../src/tensor/tensor.js';
-import { FIXTURES, type FixtureCase, loadFixture } from '../helpers/fixtures.js';
+import { type FixtureCase, loadFixture } from '../helpers/fixtures.js';
 import { maxAbs, maxAbsDiff, randn } from '../helpers/opcheck.js';
 import { checkParity } from '../helpers/parity.js';
 
@@ -214,11 +213,6 @@ describe('uniformer_light: token pruning', () => {
 // ------------------------------------------------------------------ registry
 
 describe('uniformer: registry and full-size variants', () => {
-  const variantsFile = join(FIXTURES, 'variants.json');
-  const counts = existsSync(variantsFile)
-    ? new Map((JSON.parse(readFileSync(variantsFile, 'utf8')) as { variants: { variant: string; params: number }[] }).variants.map((v) => [v.variant, v.params]))
-    : undefined;
-
   it('registers every published variant with its evaluation transform', () => {
     expect(listModels('uniformer*')).toEqual([
       'uniformer_base',
@@ -269,14 +263,7 @@ describe('uniformer: registry and full-size variants', () => {
   });
 
   for (const name of FULL_SIZE) {
-    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => {
-      const model = createModel(name);
-      const dtype = { float32: 'F32', int64: 'I64' } as Record<string, string>;
-      const lines = model.namedTensors().map(([k, p]) => `${k} ${dtype[p.data.dtype]} [${p.data.shape.join(',')}]`);
-      expect(lines).toEqual(readFileSync(join(FIXTURES, 'keys', `${name}.txt`), 'utf8').trim().split('\n'));
-      expect(counts, `${variantsFile} is missing`).toBeDefined();
-      expect(model.numParams()).toBe(counts!.get(name));
-    });
+    it(`${name}: parameter count and state-dict keys, dtypes and shapes`, () => expectOfficialLayout(name));
   }
 
   it('uniformer_small_tl: 22,058,256 parameters (spec §1.2: S plus aux_head), aux_head after head', () => {
