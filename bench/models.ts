@@ -4,8 +4,9 @@
  * the same onnxruntime-node in the same process with the same session
  * options (2 intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL).
  * Calls alternate (order flipped every repetition) after warm-ups; the
- * reported time is the median. The baselines' weights are a structured fill
- * and ours are seeded random: kernels take the same time whatever the values.
+ * reported times are medians, the ratio the median of the per-pair ratios
+ * (robust to this VM's minute-to-minute drift, which moves both sides).
+ * The baselines' weights are a structured fill and ours are seeded random: kernels take the same time whatever the values.
  *
  * With `--memory`, each model and batch is also run once in a fresh child
  * process per side, and the process's peak RSS is reported (weights,
@@ -69,44 +70,50 @@ interface Row {
   batch: number;
   ours: number;
   baseline: number;
+  /** The median over repetitions of ours / baseline, each pair timed back to back. */
+  ratio: number;
 }
 
 async function benchModel(name: string, baselineBytes: Uint8Array): Promise<Row[]> {
   const model = createModel(name).eval();
   const [c, h, w] = getVariant(name).pretrained.inputSize;
-  const baseline = await OrtSession.create(baselineBytes, { threads });
+  // Both graphs have a dynamic batch: one session each serves every batch size. The two sessions
+  // take turns, so neither may spin-wait: its idle workers would steal the other's cores.
+  const baseline = await OrtSession.create(baselineBytes, { threads, spinWait: false });
+  const ours = await createInferenceRunner((x) => model.call(x), [c, h, w], { threads, spinWait: false });
   const rows: Row[] = [];
   try {
     for (const batch of batches) {
-      const ours = await createInferenceRunner((x) => model.call(x), [c, h, w], { batch, threads });
-      try {
-        const rng = new Rng(batch);
-        const x = NDArray.float32([batch, c, h, w]);
-        for (let i = 0; i < x.size; i++) x.data[i] = rng.normal();
-        const runOurs = () => ours.run(x);
-        const runBaseline = () => baseline.run({ input: x });
-        for (let i = 0; i < warmup; i++) {
-          await runOurs();
-          await runBaseline();
-        }
-        const times = { ours: [] as number[], baseline: [] as number[] };
-        for (let r = 0; r < reps; r++) {
-          // Flip the order every repetition so neither side always runs on a warmer cache.
-          if (r % 2 === 0) {
-            times.ours.push(await timed(runOurs));
-            times.baseline.push(await timed(runBaseline));
-          } else {
-            times.baseline.push(await timed(runBaseline));
-            times.ours.push(await timed(runOurs));
-          }
-          progress(`${name} batch ${batch}: ${r + 1}/${reps}`);
-        }
-        rows.push({ model: name, batch, ours: median(times.ours), baseline: median(times.baseline) });
-      } finally {
-        await ours.release();
+      const rng = new Rng(batch);
+      const x = NDArray.float32([batch, c, h, w]);
+      for (let i = 0; i < x.size; i++) x.data[i] = rng.normal();
+      const runOurs = () => ours.run(x);
+      const runBaseline = () => baseline.run({ input: x });
+      for (let i = 0; i < warmup; i++) {
+        await runOurs();
+        await runBaseline();
       }
+      const times = { ours: [] as number[], baseline: [] as number[], ratios: [] as number[] };
+      for (let r = 0; r < reps; r++) {
+        // Flip the order every repetition so neither side always runs on a warmer cache.
+        let ourMs: number;
+        let baselineMs: number;
+        if (r % 2 === 0) {
+          ourMs = await timed(runOurs);
+          baselineMs = await timed(runBaseline);
+        } else {
+          baselineMs = await timed(runBaseline);
+          ourMs = await timed(runOurs);
+        }
+        times.ours.push(ourMs);
+        times.baseline.push(baselineMs);
+        times.ratios.push(ourMs / baselineMs);
+        progress(`${name} batch ${batch}: ${r + 1}/${reps}`);
+      }
+      rows.push({ model: name, batch, ours: median(times.ours), baseline: median(times.baseline), ratio: median(times.ratios) });
     }
   } finally {
+    await ours.release();
     await baseline.release();
     progress('');
   }
@@ -119,7 +126,7 @@ async function peakChild(side: 'ours' | 'baseline', name: string, batch: number)
   const x = NDArray.float32([batch, c, h, w]);
   if (side === 'ours') {
     const model = createModel(name, {}, { init: false }).eval();
-    const runner = await createInferenceRunner((t) => model.call(t), [c, h, w], { batch, threads });
+    const runner = await createInferenceRunner((t) => model.call(t), [c, h, w], { threads });
     await runner.run(x);
   } else {
     const session = await OrtSession.create(gunzipSync(readFileSync(resolve(args.baselines, `${name}.onnx.gz`))), { threads });
@@ -148,11 +155,11 @@ for (const name of args.models.split(',').map((s) => s.trim())) {
 }
 
 const ort = await import('onnxruntime-node');
-console.log(`onnxruntime-node ${ort.env.versions.node} (cpu), ${threads} intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL; median of ${reps} alternating runs after ${warmup} warm-ups`);
-console.log('ours: volution exportInference (BatchNorms folded, fixed batch); baseline: the official model exported by torch.onnx.export (dynamic batch)');
+console.log(`onnxruntime-node ${ort.env.versions.node} (cpu), ${threads} intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL, no spin-waiting; median of ${reps} alternating runs after ${warmup} warm-ups`);
+console.log('ours: volution exportInference (BatchNorms folded); baseline: the official model exported by torch.onnx.export; both with a dynamic batch');
 console.log(['model'.padEnd(18), 'batch'.padStart(5), 'ours ms'.padStart(9), 'baseline ms'.padStart(12), 'ours/baseline'.padStart(14)].join('  '));
 for (const r of rows) {
-  console.log([r.model.padEnd(18), String(r.batch).padStart(5), r.ours.toFixed(1).padStart(9), r.baseline.toFixed(1).padStart(12), (r.ours / r.baseline).toFixed(2).padStart(14)].join('  '));
+  console.log([r.model.padEnd(18), String(r.batch).padStart(5), r.ours.toFixed(1).padStart(9), r.baseline.toFixed(1).padStart(12), r.ratio.toFixed(2).padStart(14)].join('  '));
 }
 if (args.memory) {
   console.log('\npeak RSS of a fresh process that loads the model and runs one batch (MB)');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../src/backends/compile.js';
 import { OrtSession } from '../src/backends/ort/session.js';
-import { exportInference, maxRelativeDifference } from '../src/backends/passes/export.js';
+import { createInferenceRunner, exportInference, maxRelativeDifference } from '../src/backends/passes/export.js';
 import { foldBatchNorm } from '../src/backends/passes/fold_bn.js';
 import type { ParamGraph } from '../src/backends/passes/rewrite.js';
 import { fromRef, interpret } from '../src/backends/reference/interpreter.js';
@@ -33,7 +33,10 @@ function batchNorm(rng: Rng, c: number): BatchNorm2d {
   return bn;
 }
 
-/** conv → BN (folded), bias-free conv → BN (folded), a conv whose output also feeds a residual → BN (kept), pool, class token, head. */
+/**
+ * conv → BN (folded), bias-free conv → BN (folded), a conv whose output also feeds a residual → BN (kept),
+ * BN → grouped 1×1 conv (folded into the conv after it), BN → padded 3×3 conv (kept), pool, class token, head.
+ */
 class TinyNet extends Module {
   cls_token: Parameter;
   stem: Conv2d;
@@ -42,6 +45,10 @@ class TinyNet extends Module {
   bn: BatchNorm2d;
   branch: Conv2d;
   branch_bn: BatchNorm2d;
+  pre_bn: BatchNorm2d;
+  proj: Conv2d;
+  pad_bn: BatchNorm2d;
+  padded: Conv2d;
   head: Linear;
 
   constructor(rng: Rng) {
@@ -53,6 +60,10 @@ class TinyNet extends Module {
     this.bn = batchNorm(rng, 8);
     this.branch = new Conv2d(8, 8, 1, { rng });
     this.branch_bn = batchNorm(rng, 8);
+    this.pre_bn = batchNorm(rng, 8);
+    this.proj = new Conv2d(8, 8, 1, { rng, groups: 2 });
+    this.pad_bn = batchNorm(rng, 8);
+    this.padded = new Conv2d(8, 8, 3, { rng, padding: 1 });
     this.head = new Linear(8, 5, { rng });
   }
 
@@ -62,6 +73,8 @@ class TinyNet extends Module {
     y = this.bn.call(this.conv.call(y)).relu();
     const z = this.branch.call(y);
     y = this.branch_bn.call(z).add(z);
+    y = this.proj.call(this.pre_bn.call(y)).relu();
+    y = this.padded.call(this.pad_bn.call(y));
     const tokens = y.flatten(2).transpose(1, 2);
     const all = concat([this.cls_token.expand(b, -1, -1), tokens], 1);
     return this.head.call(all.mean(1).reshape(b, -1));
@@ -84,12 +97,13 @@ describe('foldBatchNorm', () => {
   const source: ParamGraph = { graph: traced.graph, params: paramValues(traced) };
   const folded = foldBatchNorm(source);
 
-  it('folds a conv → BN pair unless the conv output has another use', () => {
-    expect(folded.folded).toBe(2);
+  it('folds conv → BN unless the conv output has another use, and BN → conv unless the conv pads', () => {
+    expect(folded.folded).toBe(3);
     const bns = folded.graph.liveNodes().filter((n) => n.op === 'batch_norm');
-    expect(bns.map((n) => n.scope)).toEqual(['branch_bn']);
+    expect(bns.map((n) => n.scope)).toEqual(['branch_bn', 'pad_bn']);
     const names = [...folded.params.keys()].map((v) => v.name);
     expect(names).not.toContain('stem_bn.running_mean');
+    expect(names).not.toContain('pre_bn.running_mean');
     expect(names).toContain('conv.bias');
   });
 
@@ -126,7 +140,7 @@ describe('countMacs', () => {
     const model = tinyNet();
     const { graph } = trace((x) => model.call(x), [{ dtype: 'float32', shape: [1, 3, 16, 16] }]);
     const byScope = macsByScope(graph);
-    expect(byScope.map((s) => s.scope)).toEqual(['stem', 'stem_bn', '', 'conv', 'bn', 'branch', 'branch_bn', 'head']);
+    expect(byScope.map((s) => s.scope)).toEqual(['stem', 'stem_bn', '', 'conv', 'bn', 'branch', 'branch_bn', 'pre_bn', 'proj', 'pad_bn', 'padded', 'head']);
     expect(byScope.find((s) => s.scope === 'stem')!.macs).toBe(8 * 8 * 8 * 3 * 9);
     expect(byScope.reduce((n, s) => n + s.macs, 0)).toBe(countMacs(graph));
   });
@@ -151,13 +165,26 @@ describe('exportInference', () => {
 
   it('exports a fixed batch with BatchNorms folded', async () => {
     const e = exportInference(fn, [3, 16, 16], { batch: 4 });
-    expect(e.foldedBatchNorms).toBe(2);
+    expect(e.foldedBatchNorms).toBe(3);
     expect(await check(e.bytes, 4)).toBeLessThan(1e-5);
   });
 
   it('exports a dynamic batch that runs at any batch size', async () => {
     const e = exportInference(fn, [3, 16, 16], { batch: 'dynamic' });
     for (const batch of [1, 3, 5]) expect(await check(e.bytes, batch)).toBeLessThan(1e-5);
+  });
+
+  it('opens a runner with a dynamic batch by default: one session serves every batch size', async () => {
+    const runner = await createInferenceRunner(fn, [3, 16, 16], { spinWait: false });
+    try {
+      expect(runner.foldedBatchNorms).toBe(3);
+      for (const batch of [1, 4]) {
+        const x = randn(new Rng(batch), [batch, 3, 16, 16]);
+        expect(maxRelativeDifference(await runner.run(x), (await reference(x))[0]!)).toBeLessThan(1e-5);
+      }
+    } finally {
+      await runner.release();
+    }
   });
 
   it('refuses batch-dependent code it cannot express, naming the node', () => {

@@ -11,6 +11,12 @@ export interface OrtOptions {
   threads?: number;
   /** ORT graph optimisation level (default 'all'). */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Let idle intra-op threads spin between parallel sections (ORT's default,
+   * true). Turn it off when several sessions take turns in one process: a
+   * session's spinning workers otherwise steal the cores the next one runs on.
+   */
+  spinWait?: boolean;
 }
 
 export const DEFAULT_THREADS = 2;
@@ -43,6 +49,7 @@ export class OrtSession {
         interOpNumThreads: 1,
         executionMode: 'sequential',
         graphOptimizationLevel: opts.optimization ?? 'all',
+        ...(opts.spinWait === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
         // VOLUTION_PROFILE=<prefix>: ONNX Runtime writes a per-node timing profile (JSON) for each session
         ...(process.env.VOLUTION_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.VOLUTION_PROFILE } : {}),
       });

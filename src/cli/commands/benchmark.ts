@@ -24,22 +24,22 @@ export function registerBenchmark(program: Command, io: CliIO): Command {
   addModelOptions(cmd, 'optional');
   addThreadsOption(cmd);
   return cmd
-    .addHelpText('after', '\nRuns the exported inference graph (BatchNorms folded, fixed batch) in ONNX Runtime on a generated\nimage; weights do not change the timing, so --weights is optional. Progress goes to stderr.\n')
+    .addHelpText('after', '\nRuns the exported inference graph (BatchNorms folded, dynamic batch) in ONNX Runtime on a generated\nimage; weights do not change the timing, so --weights is optional. Progress goes to stderr.\n')
     .action(async (opts: BenchmarkCliOptions) => {
       const { model, name, pretrained } = await openCliModel(opts, io);
       const backend = backendDescription(opts.threads);
       const progress = new Progress(io);
       const rows: ({ batch: number; throughput: number } & LatencyStats)[] = [];
-      for (const batch of opts.batch) {
-        progress.update(`${name} batch ${batch}: building`);
-        const runner = await createInferenceRunner((x) => model.call(x), pretrained.inputSize, { batch, threads: opts.threads });
-        try {
+      progress.update(`${name}: building`);
+      const runner = await createInferenceRunner((x) => model.call(x), pretrained.inputSize, { threads: opts.threads });
+      try {
+        for (const batch of opts.batch) {
           const x = gradientImage(pretrained, batch);
           const stats = await timeRuns(() => runner.run(x), opts.reps, opts.warmup, (done, total) => progress.update(`${name} batch ${batch}: run ${done}/${total}`));
           rows.push({ batch, ...stats, throughput: (1000 * batch) / stats.median });
-        } finally {
-          await runner.release();
         }
+      } finally {
+        await runner.release();
       }
       progress.done();
       if (opts.json) return io.out(json({ model: name, backend, input: pretrained.inputSize, reps: opts.reps, warmup: opts.warmup, results: rows }));

@@ -41,8 +41,8 @@ export function registerExport(program: Command, io: CliIO): Command {
     .command('export')
     .description('export an ONNX inference graph (opset 17, BatchNorms folded into convolutions), checked in ONNX Runtime')
     .requiredOption('--out <file.onnx>', 'where to write the model (atomically)')
-    .option('--batch <n|dynamic>', "batch size of the graph, or 'dynamic' for a symbolic batch dimension", parseBatch, 1)
-    .option('--no-fold-bn', 'keep BatchNorm nodes (default: fold them into the preceding convolutions)');
+    .option('--batch <n|dynamic>', "'dynamic' (default: a symbolic batch dimension) or a fixed batch size", parseBatch, 'dynamic')
+    .option('--no-fold-bn', 'keep BatchNorm nodes (default: fold them into the convolution before them, or into an unpadded one after them)');
   addModelOptions(cmd, 'optional');
   addThreadsOption(cmd);
   return cmd

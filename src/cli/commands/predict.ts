@@ -1,6 +1,6 @@
 /** `volution predict`: classify images with a pretrained model. */
 import type { Command } from 'commander';
-import { type InferenceRunner, createInferenceRunner } from '../../backends/passes/export.js';
+import { createInferenceRunner } from '../../backends/passes/export.js';
 import { imagenetClassNames, loadImages } from '../../io/image.js';
 import type { NDArray } from '../../ir/ndarray.js';
 import { type CliIO, json } from '../io.js';
@@ -48,18 +48,16 @@ export function registerPredict(program: Command, io: CliIO): Command {
     const label = (i: number) => names?.[i] ?? `class ${i}`;
     const backend = backendDescription(opts.threads);
     const results: { image: string; predictions: Prediction[] }[] = [];
-    const runners = new Map<number, InferenceRunner>();
+    const runner = await createInferenceRunner((t) => model.call(t), pretrained.inputSize, { threads: opts.threads });
     try {
       for (let start = 0; start < images.length; start += opts.batch) {
         const paths = images.slice(start, start + opts.batch);
         const x = await loadImages(paths, pretrained);
-        let runner = runners.get(paths.length);
-        if (!runner) runners.set(paths.length, (runner = await createInferenceRunner((t) => model.call(t), pretrained.inputSize, { batch: paths.length, threads: opts.threads })));
         const logits = await runner.run(x);
         paths.forEach((image, i) => results.push({ image, predictions: topK(logits, i, Math.min(opts.topk, model.numClasses), label) }));
       }
     } finally {
-      for (const r of runners.values()) await r.release();
+      await runner.release();
     }
     if (opts.json) return io.out(json({ model: name, backend, results }));
     io.out(`${name} on ${backend}\n`);

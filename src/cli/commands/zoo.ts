@@ -46,7 +46,7 @@ async function zooRow(name: string, opts: ZooCliOptions, onStep: (step: string) 
     row.input = pretrained.inputSize;
     row.macs = countMacs(trace((x) => model.call(x), [{ dtype: 'float32', shape: [1, ...pretrained.inputSize], name: 'input' }]).graph);
     onStep('exporting');
-    const runner = await createInferenceRunner((x) => model.call(x), pretrained.inputSize, { batch: 1, threads: opts.threads });
+    const runner = await createInferenceRunner((x) => model.call(x), pretrained.inputSize, { threads: opts.threads });
     try {
       const x = gradientImage(pretrained);
       const out = await runner.run(x);
