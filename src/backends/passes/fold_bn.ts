@@ -32,8 +32,8 @@ export function foldBatchNorm(source: ParamGraph): FoldResult {
   const consumer = new Map<Value, Node>();
   for (const node of source.graph.liveNodes()) for (const v of node.inputs) consumer.set(v, node);
 
-  // BatchNorm → the conv it folds into. Folding into the conv before it comes first: a conv
-  // between two BatchNorms takes the one after it.
+  // BatchNorm → the conv it folds into. Folding into the preceding conv takes precedence: a conv
+  // between two BatchNorms absorbs the one after it.
   const bns = source.graph.liveNodes().filter((n) => n.op === 'batch_norm' && n.inputs.slice(1).every(isParam));
   const after = new Map<Node, Node>();
   for (const bn of bns) {
