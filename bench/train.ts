@@ -16,8 +16,16 @@
  * Also measured: the data pipeline's time to make one batch at 224 (random
  * resized crop, flip, normalise) next to the step it must keep up with.
  *
- *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 3] [--threads 2] [--opt adamw|sgd]
+ * PyTorch, side by side: with `--torch <dir>` (a folder holding the official
+ * model files, see bench/torch_train.py) each row's step is also timed in
+ * PyTorch eager on the official code, right after ours, same batch, threads,
+ * loss and optimizer. Without it the table shows the indicative PyTorch
+ * figures of shared/baselines/README.md (another machine).
+ *
+ *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 3] [--threads 2] [--opt adamw|sgd] [--torch DIR]
  */
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { compile, type CompiledFn } from '../src/backends/compile.js';
 import { DEFAULT_THREADS } from '../src/backends/ort/session.js';
@@ -38,12 +46,21 @@ const { values: args } = parseArgs({
     reps: { type: 'string', default: '3' },
     threads: { type: 'string', default: String(DEFAULT_THREADS) },
     opt: { type: 'string', default: 'adamw' },
+    torch: { type: 'string' },
   },
 });
 if (args.opt !== 'adamw' && args.opt !== 'sgd') throw new Error(`--opt must be adamw or sgd, got ${args.opt}`);
 const batches = args.batch.split(',').map(Number);
 const reps = Number(args.reps);
 const threads = Number(args.threads);
+
+/** The same step in PyTorch eager on the official model code (bench/torch_train.py), median ms. */
+function torchStepMs(name: string, batch: number): number {
+  const script = fileURLToPath(new URL('torch_train.py', import.meta.url));
+  const flags = ['--official', args.torch!, '--model', name, '--batch', String(batch), '--threads', String(threads), '--reps', String(reps), '--opt', args.opt!];
+  const out = execFileSync('python3', [script, ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return (JSON.parse(out.trim().split('\n').at(-1)!) as { median_ms: number }).median_ms;
+}
 
 /** PyTorch 1.13 eager, one train step at batch 8 on 2 threads (shared/baselines/README.md), seconds. */
 const TORCH_B8_S: Record<string, number> = { uniformer_small: 1.63, uniformer_base: 3.66, ceit_tiny: 0.54, ceit_small: 1.56, mixformer_b0: 0.38, acmix_swin_tiny: 2.89 };
@@ -87,6 +104,8 @@ interface Row {
   gflop: number;
   /** MatMul GFLOP/s measured right before and right after this row's steps. */
   peak: number;
+  /** PyTorch's step on the official code, measured right after ours (with --torch). */
+  torchMs?: number;
 }
 
 async function benchStep(name: string, batch: number): Promise<Row> {
@@ -146,19 +165,22 @@ for (const name of args.models.split(',')) {
   for (const b of batches) {
     log(`${name} batch ${b} …`);
     const r = await benchStep(name, b);
+    if (args.torch) r.torchMs = torchStepMs(name, b);
     rows.push(r);
-    log(`  first step ${(r.firstMs / 1000).toFixed(1)} s, step ${r.stepMs.toFixed(0)} ms, MatMul ${r.peak.toFixed(0)} GFLOP/s`);
+    log(`  first step ${(r.firstMs / 1000).toFixed(1)} s, step ${r.stepMs.toFixed(0)} ms, MatMul ${r.peak.toFixed(0)} GFLOP/s${r.torchMs ? `, PyTorch ${r.torchMs.toFixed(0)} ms` : ''}`);
   }
 }
 const data = await dataPipeline(32);
 
+const torchColumn = args.torch ? 'PyTorch step ms (same run, official code)' : 'PyTorch b8 step (baselines README)';
 const lines = [
-  `| model | batch | step ms | images/s | GFLOP/step | GFLOP/s | MatMul GFLOP/s | efficiency | PyTorch b8 step (baselines README) | PyTorch time / ours |`,
+  `| model | batch | step ms | images/s | GFLOP/step | GFLOP/s | MatMul GFLOP/s | efficiency | ${torchColumn} | PyTorch time / ours |`,
   `|---|---|---|---|---|---|---|---|---|---|`,
   ...rows.map((r) => {
     const flops = r.gflop / (r.stepMs / 1000);
-    const torch = r.batch === 8 ? TORCH_B8_S[r.model] : undefined;
-    return `| ${r.model} | ${r.batch} | ${r.stepMs.toFixed(0)} | ${((r.batch * 1000) / r.stepMs).toFixed(1)} | ${r.gflop.toFixed(1)} | ${flops.toFixed(1)} | ${r.peak.toFixed(0)} | ${((flops / r.peak) * 100).toFixed(0)}% | ${torch ? `${(torch * 1000).toFixed(0)} ms` : ''} | ${torch ? `${((torch * 1000) / r.stepMs).toFixed(2)}×` : ''} |`;
+    const indicative = r.batch === 8 ? TORCH_B8_S[r.model] : undefined;
+    const torch = args.torch ? r.torchMs : indicative && indicative * 1000;
+    return `| ${r.model} | ${r.batch} | ${r.stepMs.toFixed(0)} | ${((r.batch * 1000) / r.stepMs).toFixed(1)} | ${r.gflop.toFixed(1)} | ${flops.toFixed(1)} | ${r.peak.toFixed(0)} | ${((flops / r.peak) * 100).toFixed(0)}% | ${torch ? `${torch.toFixed(0)} ms` : ''} | ${torch ? `${(torch / r.stepMs).toFixed(2)}×` : ''} |`;
   }),
 ];
 console.log(lines.join('\n'));

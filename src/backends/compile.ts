@@ -11,7 +11,7 @@ import { type TensorFn, type Traced, paramValues, trace } from '../tensor/functi
 import type { InputSpec } from '../tensor/trace.js';
 import { debug } from './debug.js';
 import { type EmitOptions, onnxInputNames, toOnnx } from './onnx/model.js';
-import { OrtSession, type OrtOptions } from './ort/session.js';
+import { OrtSession, type OrtOptions, nchwcBlockSize } from './ort/session.js';
 import { fromRef, interpret } from './reference/interpreter.js';
 import { Rng } from '../rng.js';
 
@@ -101,7 +101,9 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
       // A graph that updates buffers takes its parameters as inputs: baked ones would go stale after every call.
       const entryMode = traced.updates.length ? 'inputs' : mode;
       // An in-process session: ORT's contrib kernels are there to use (exportOnnx writes standard ONNX only).
-      e.session ??= OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced), contribOps: true }), opts);
+      e.session ??= nchwcBlockSize().then((nchwcBlock) =>
+        OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced), contribOps: true, nchwcBlock }), opts),
+      );
       const session = await e.session;
       const names = (e.names ??= onnxInputNames(traced.graph));
       const feeds: Record<string, NDArray> = {};

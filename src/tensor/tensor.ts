@@ -419,7 +419,13 @@ export interface UnfoldOptions {
 
 /** im2col (torch.nn.functional.unfold): [N, C, H, W] → [N, C·kh·kw, L]. */
 export function unfold(x: Tensor, kernel: number | readonly [number, number], opts: UnfoldOptions = {}): Tensor {
-  return emit1('unfold', [x], { kernel: pair(kernel, 1), stride: pair(opts.stride, 1), padding: quad(opts.padding), dilation: pair(opts.dilation, 1) });
+  const attrs = { kernel: pair(kernel, 1), stride: pair(opts.stride, 1), padding: quad(opts.padding), dilation: pair(opts.dilation, 1) };
+  // A 1×1 window without padding reads each position once: the columns are x itself, strided.
+  if (attrs.kernel[0] === 1 && attrs.kernel[1] === 1 && attrs.padding.every((p) => p === 0) && x.rank === 4) {
+    const cols = x.slice(2, 0, Infinity, attrs.stride[0]).slice(3, 0, Infinity, attrs.stride[1]);
+    return cols.flatten(2);
+  }
+  return emit1('unfold', [x], attrs);
 }
 
 /** col2im (torch.nn.functional.fold): [N, C·kh·kw, L] → [N, C, H, W], summing overlaps. */

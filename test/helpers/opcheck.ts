@@ -9,7 +9,7 @@
 import { expect } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { toOnnx } from '../../src/backends/onnx/model.js';
-import { OrtSession } from '../../src/backends/ort/session.js';
+import { OrtSession, nchwcBlockSize } from '../../src/backends/ort/session.js';
 import { interpret } from '../../src/backends/reference/interpreter.js';
 import type { RefArray } from '../../src/backends/reference/types.js';
 import type { Value } from '../../src/ir/graph.js';
@@ -50,11 +50,14 @@ function toF32(a: NDArray): NDArray {
   return isFloat(a.dtype) ? new NDArray('float32', a.shape, Float32Array.from(a.toFloat64())) : a;
 }
 
-/** Runs on ONNX Runtime; `contribOps` as the in-process sessions (compile, the train step) emit by default. */
+/**
+ * Runs on ONNX Runtime; `contribOps` (with the NCHWc kernels for convs whose
+ * weights are inputs) as the in-process sessions (compile, the train step) emit by default.
+ */
 export async function runOrt(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[], contribOps = true): Promise<NDArray[]> {
   const f32 = inputs.map(toF32);
   const traced = trace(fn, f32.map((a, i) => ({ dtype: a.dtype, shape: a.shape, name: `input_${i}` })));
-  const session = await OrtSession.create(toOnnx(traced.graph, { contribOps }), { threads: 1 });
+  const session = await OrtSession.create(toOnnx(traced.graph, { contribOps, nchwcBlock: await nchwcBlockSize() }), { threads: 1 });
   const feeds: Record<string, NDArray> = {};
   f32.forEach((a, i) => (feeds[`input_${i}`] = a));
   const out = await session.run(feeds);

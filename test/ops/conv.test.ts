@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { toOnnx } from '../../src/backends/onnx/model.js';
-import { OrtSession } from '../../src/backends/ort/session.js';
+import { OrtSession, nchwcBlockSize } from '../../src/backends/ort/session.js';
 import { interpret } from '../../src/backends/reference/interpreter.js';
 import { AttributeError, ShapeError } from '../../src/errors.js';
 import { NDArray, numel } from '../../src/ir/ndarray.js';
@@ -10,7 +10,7 @@ import {
   type Conv2dOptions, type PoolOptions, type Tensor, type UnfoldOptions,
   avgPool2d, constant, conv2d, convTranspose2d, emit, fold, maxPool2d, unfold,
 } from '../../src/tensor/tensor.js';
-import { checkOp, expectClose, randn } from '../helpers/opcheck.js';
+import { checkOp, expectClose, randn, runRef } from '../helpers/opcheck.js';
 
 /** sin(a·i + b) over the flat index: the inputs of the PyTorch cross-checks. */
 function seq(shape: number[], a = 0.37, b = 0.1): NDArray<'float64'> {
@@ -28,6 +28,8 @@ describe('conv2d', () => {
   const cases: [string, number[], number[], boolean, Conv2dOptions][] = [
     ['1×1, with bias', [2, 3, 4, 5], [4, 3, 1, 1], true, {}],
     ['3×3, padding 1', [2, 3, 5, 6], [4, 3, 3, 3], false, { padding: 1 }],
+    // ≥ 128 output positions: the weight gradient sums per-sample products instead of folding the batch in.
+    ['3×3, padding 1, 12×12 (weight gradient per sample)', [2, 2, 12, 12], [3, 2, 3, 3], true, { padding: 1 }],
     ['3×3 stride 2, asymmetric padding, uneven', [1, 2, 7, 6], [3, 2, 3, 3], true, { stride: 2, padding: [1, 0, 2, 1] }],
     ['5×5 stride 3, uneven', [1, 2, 9, 8], [2, 2, 5, 5], false, { stride: 3, padding: 2 }],
     ['3×3 dilation 2', [1, 2, 7, 7], [3, 2, 3, 3], true, { dilation: 2, padding: 2 }],
@@ -37,6 +39,10 @@ describe('conv2d', () => {
     ['depthwise with channel multiplier 3, stride 1, asymmetric padding', [2, 2, 5, 6], [6, 1, 3, 3], false, { padding: [1, 2, 0, 1], groups: 2 }],
     ['padding beyond the kernel extent, stride 1', [1, 2, 4, 4], [2, 2, 3, 3], true, { padding: [3, 0, 1, 2] }],
     ['depthwise, dilation 2, stride 3', [1, 4, 8, 7], [4, 1, 3, 3], false, { stride: 3, padding: [2, 1, 0, 2], dilation: 2, groups: 4 }],
+    // Channels in fours: with weights as inputs these run on ORT's NCHWc kernels, channels padded to its block.
+    ['depthwise, 20 channels, stride 2, asymmetric padding', [2, 20, 6, 5], [20, 1, 3, 3], true, { stride: 2, padding: [1, 0, 2, 1], groups: 20 }],
+    ['depthwise 5×5, 16 channels, dilation 2, padding beyond the kernel', [1, 16, 6, 5], [16, 1, 5, 5], false, { padding: [4, 3, 2, 5], dilation: 2, groups: 16 }],
+    ['dense 3×3, 8 → 12 channels, dilation 2', [1, 8, 6, 7], [12, 8, 3, 3], true, { padding: [2, 1, 2, 0], dilation: 2 }],
   ];
   for (const [name, xs, ws, bias, opts] of cases) {
     it(name, async () => {
@@ -44,6 +50,19 @@ describe('conv2d', () => {
       await checkOp({ fn: (x, w, b) => conv2d(x, w, b, opts), inputs });
     });
   }
+  it('weights computed at run time use ORT\'s NCHWc kernels; baked weights are left to ORT', async () => {
+    const block = await nchwcBlockSize();
+    const g = trace((x, w) => conv2d(x, w, undefined, { padding: 1, groups: 8 }), [
+      { dtype: 'float32', shape: [1, 8, 5, 5], name: 'x' },
+      { dtype: 'float32', shape: [8, 1, 3, 3], name: 'w' },
+    ]).graph;
+    const has = (bytes: Uint8Array) => Buffer.from(bytes).includes('ReorderInput');
+    expect(has(toOnnx(g, { contribOps: true, nchwcBlock: 16 }))).toBe(true);
+    expect(has(toOnnx(g, { contribOps: true }))).toBe(false);
+    expect(has(toOnnx(g, { nchwcBlock: 16 }))).toBe(false);
+    // This machine's ONNX Runtime reports a block (8 with AVX2, 16 with AVX-512) or 0 without the kernels.
+    expect([0, 8, 16]).toContain(block);
+  });
   it('first layer: no input gradient needed', async () => {
     await checkOp({ fn: (x, w, b) => conv2d(x, w, b, { stride: 2, padding: 1 }), inputs: [randn([2, 2, 5, 5], 4), randn([3, 2, 3, 3], 5), randn([3], 6)], wrt: [1, 2] });
   });
@@ -136,6 +155,8 @@ describe('max_pool2d', () => {
     ['3×3 stride 2 padding 1 (overlapping)', [2, 2, 7, 6], 3, { stride: 2, padding: 1 }],
     ['3×3 stride 1, asymmetric padding', [1, 2, 5, 5], 3, { stride: 1, padding: [1, 0, 0, 1] }],
     ['[2, 3] window, stride [1, 2], uneven', [1, 2, 5, 8], [2, 3], { stride: [1, 2] }],
+    ['2×2 stride 3: gaps between windows, a row and column none reaches', [1, 2, 9, 7], 2, { stride: 3 }],
+    ['3×3 stride 2, no padding: the last row and column no window reaches', [2, 2, 8, 8], 3, { stride: 2 }],
   ];
   for (const [name, xs, k, opts] of cases) {
     it(name, async () => {
@@ -231,6 +252,13 @@ describe('unfold', () => {
       await checkOp({ fn: (x) => unfold(x, k, opts), inputs: [randn(xs, 41)] });
     });
   }
+  it('1×1 without padding: the strided input itself, equal to the im2col op', async () => {
+    const x = randn([2, 3, 5, 7], 42);
+    const [strided] = await checkOp({ fn: (t) => unfold(t, 1, { stride: [2, 3] }), inputs: [x] });
+    const [im2col] = runRef((t) => emit('unfold', [t], { kernel: [1, 1], stride: [2, 3], padding: [0, 0, 0, 0], dilation: [1, 1] }), [x]);
+    expect(strided!.shape).toEqual([2, 3, 9]);
+    expectClose(strided!.data, im2col!.data, 0, '1×1 unfold vs the im2col op');
+  });
   it('matches PyTorch: [2, 3] window, dilation [1, 2], stride 2, padding 1 (channel order c·kh·kw + i·kw + j)', async () => {
     const ref = await checkOp({ fn: (x) => unfold(x, [2, 3], { dilation: [1, 2], padding: 1, stride: 2 }), inputs: [seq([1, 2, 4, 5])] });
     expect(ref[0]!.shape).toEqual([1, 12, 6]);

@@ -12,6 +12,7 @@ import { ProtoWriter } from './protobuf.js';
 
 export const OPSET = 17;
 const IR_VERSION = 8;
+import { NCHWC_DOMAIN } from './emit/types.js';
 export { MS_DOMAIN } from './emit/types.js';
 
 export type OnnxAttr =
@@ -80,19 +81,38 @@ export class EmitContext {
   readonly initializers: ProtoWriter[] = [];
   /** Non-default operator domains the emitted nodes use, with their opset versions. */
   readonly domains = new Map<string, number>();
+  /** Whether lowerings may use ONNX Runtime's contrib ops (see `EmitOptions.contribOps`). */
+  readonly contribOps: boolean;
+  /** ONNX Runtime's NCHWc block size for runtime-weight convs, 0 for none (see `EmitOptions.nchwcBlock`). */
+  readonly nchwcBlock: number;
   private readonly names = new Map<Value, string>();
   private readonly constCache = new Map<string, string>();
+  private readonly staticMemo = new Map<Value, boolean>();
   private counter = 0;
   private current: Node | undefined;
 
-  /**
-   * @param contribOps whether lowerings may use ONNX Runtime's contrib ops (see `EmitOptions.contribOps`)
-   * @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads)
-   */
+  /** @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads) */
   constructor(
-    readonly contribOps = false,
+    private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'params'> = {},
     private readonly used?: ReadonlySet<Value>,
-  ) {}
+  ) {
+    this.contribOps = opts.contribOps ?? false;
+    this.nchwcBlock = opts.contribOps ? (opts.nchwcBlock ?? 0) : 0;
+  }
+
+  /**
+   * Whether `v` is known when the model loads: computed from constants and
+   * baked parameters only, so ONNX Runtime folds it and pre-packs it as a weight.
+   */
+  isStatic(v: Value): boolean {
+    let s = this.staticMemo.get(v);
+    if (s === undefined) {
+      if (!v.producer) s = v.role === 'param' && (this.opts.params ?? 'initializers') === 'initializers';
+      else s = v.producer.inputs.every((i) => this.isStatic(i));
+      this.staticMemo.set(v, s);
+    }
+    return s;
+  }
 
   /** Whether anything reads `v` (true when unknown). */
   isUsed(v: Value): boolean {
@@ -186,6 +206,14 @@ export interface EmitOptions {
    * (`compile`, `runModule`, the train step) turn it on.
    */
   contribOps?: boolean;
+  /**
+   * ONNX Runtime's NCHWc block size on this machine (`nchwcBlockSize()`), with
+   * `contribOps`. Convolutions whose weights are computed at run time (graph
+   * inputs in training) then use its blocked-layout kernels (domain
+   * `com.microsoft.nchwc`), which ONNX Runtime itself applies only to
+   * constant weights. 0 or unset: plain `Conv`.
+   */
+  nchwcBlock?: number;
   producer?: string;
   docString?: string;
   metadata?: Readonly<Record<string, string>>;
@@ -209,7 +237,7 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
   const live = graph.liveNodes();
   const used = new Set<Value>(graph.outputs);
   for (const n of live) for (const v of n.inputs) used.add(v);
-  const ctx = new EmitContext(opts.contribOps ?? false, used);
+  const ctx = new EmitContext(opts, used);
   const inputsInfo: ProtoWriter[] = [];
   const shapeOf = (v: Value) => {
     const sym = opts.symbolicDims?.get(v);
@@ -258,6 +286,10 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
     outputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
   });
 
+  return modelProto(ctx, inputsInfo, outputsInfo, rename, opts);
+}
+
+function modelProto(ctx: EmitContext, inputsInfo: readonly ProtoWriter[], outputsInfo: readonly ProtoWriter[], rename: ReadonlyMap<string, string>, opts: EmitOptions): Uint8Array {
   const g = new ProtoWriter();
   for (const n of ctx.nodes) g.message(1, nodeProto(n, rename));
   g.string(2, 'volution');
@@ -275,4 +307,15 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
   for (const [domain, version] of ctx.domains) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
   for (const [k, val] of Object.entries(opts.metadata ?? {})) m.message(14, new ProtoWriter().string(1, k).string(2, val));
   return m.finish();
+}
+
+/**
+ * A one-node model, `ReorderInput` on a [1, 4, 1, 1] input: its output has 4
+ * channels rounded up to ONNX Runtime's NCHWc block size on this machine (see
+ * `nchwcBlockSize`); a build without the NCHWc kernels refuses to load it.
+ */
+export function nchwcProbeModel(): Uint8Array {
+  const ctx = new EmitContext();
+  ctx.node('ReorderInput', ['x'], {}, ['y'], NCHWC_DOMAIN);
+  return modelProto(ctx, [valueInfo('x', 'float32', [1, 4, 1, 1])], [valueInfo('y', 'float32', [1, 'channels', 1, 1])], new Map(), {});
 }

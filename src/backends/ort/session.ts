@@ -5,6 +5,7 @@ import * as ort from 'onnxruntime-node';
 import { RuntimeFailure, fmtShape } from '../../errors.js';
 import { type DType, NDArray } from '../../ir/ndarray.js';
 import { debug } from '../debug.js';
+import { nchwcProbeModel } from '../onnx/model.js';
 
 export interface OrtOptions {
   /** intra-op threads (default: 2, this project's reference machine; 0 lets ORT decide). */
@@ -85,4 +86,26 @@ export class OrtSession {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+let nchwcBlock: Promise<number> | undefined;
+
+/**
+ * ONNX Runtime's NCHWc channel-block size on this machine (16 with AVX-512,
+ * 8 with AVX2), or 0 where its blocked-layout kernels are missing: asked of
+ * ONNX Runtime itself once per process, with a one-node model.
+ */
+export function nchwcBlockSize(): Promise<number> {
+  nchwcBlock ??= (async () => {
+    try {
+      const probe = await OrtSession.create(nchwcProbeModel(), { threads: 1 });
+      const { y } = await probe.run({ x: NDArray.float32([1, 4, 1, 1]) });
+      await probe.release();
+      const block = y!.shape[1]!;
+      return block > 4 ? block : 0;
+    } catch {
+      return 0;
+    }
+  })();
+  return nchwcBlock;
 }

@@ -1,8 +1,8 @@
 import { type DType, NDArray } from '../../../ir/ndarray.js';
-import { type WindowAttrs, windowOut } from '../../../ir/ops.js';
-import type { OnnxAttr } from '../model.js';
-import type { EmitterTable } from './types.js';
-import { attrsOf } from './types.js';
+import type { Node } from '../../../ir/graph.js';
+import { type ConvAttrs, type WindowAttrs, windowOut } from '../../../ir/ops.js';
+import type { EmitContext, OnnxAttr } from '../model.js';
+import { type EmitterTable, NCHWC_DOMAIN, attrsOf } from './types.js';
 
 type Attrs = Readonly<Record<string, OnnxAttr>>;
 
@@ -33,10 +33,44 @@ function leftover(size: number, a: WindowAttrs, axis: 0 | 1): number {
   return (size + a.padding[axis] + a.padding[axis + 2]! - a.dilation[axis] * (k - 1) - 1) % s;
 }
 
+/**
+ * A conv in ONNX Runtime's blocked layout (channels in blocks of `block`, the
+ * innermost axis), for weights computed at run time: ORT's own NCHWc pass
+ * rewrites only convs with constant weights, so a training graph's convs keep
+ * its generic im2col + GEMM kernel, ~3–5× slower for depthwise convs and
+ * ~1.4× for dense 3×3 ones (measured at 8×768×14×14 and 8×64×56×56). Here the
+ * weights are reordered in the graph (tiny), the activation on the way in and
+ * out. Dense 1×1 and patchify (stride = kernel) convs gain nothing: they stay plain.
+ */
+function nchwcConv(ctx: EmitContext, node: Node, inputs: readonly string[], a: ConvAttrs, block: number): string[] | undefined {
+  const [o, cg, kh, kw] = node.inputs[1]!.shape as [number, number, number, number];
+  const c = node.inputs[0]!.shape[1]!;
+  const depthwise = a.groups === c && o === c && cg === 1;
+  const dense = a.groups === 1 && kh * kw > 1 && a.stride.every((s) => s === 1);
+  // ReorderInput needs channels in fours; it pads them up to the block itself.
+  if (!(depthwise || dense) || c % 4 !== 0 || o % 4 !== 0) return undefined;
+  const up = (n: number) => Math.ceil(n / block) * block;
+  const [op, ip] = [up(o), depthwise ? 1 : up(cg)];
+  let [w, b] = [inputs[1]!, inputs[2]];
+  if (op !== o || ip !== cg) [w] = ctx.node('Pad', [w, ctx.ints([0, 0, 0, 0, op - o, ip - cg, 0, 0])]);
+  if (b !== undefined && op !== o) [b] = ctx.node('Pad', [b, ctx.ints([0, op - o])]);
+  // Filters: OIHW → [O/B, I/B, kh, kw, Bi, Bo] (dense) or [O/B, kh, kw, Bo] (depthwise), same logical shape.
+  const blocked = depthwise ? [op / block, block, kh, kw] : [op / block, block, ip / block, block, kh, kw];
+  const perm = depthwise ? [0, 2, 3, 1] : [0, 2, 4, 5, 3, 1];
+  const [split] = ctx.node('Reshape', [w, ctx.ints(blocked)]);
+  const [moved] = ctx.node('Transpose', [split!], { perm: { ints: perm } });
+  const [filter] = ctx.node('Reshape', [moved!, ctx.ints([op, ip, kh, kw])]);
+  const [x] = ctx.node('ReorderInput', [inputs[0]!], {}, 1, NCHWC_DOMAIN);
+  const attrs = { ...windowAttrs([kh, kw], a), group: { int: depthwise ? op : 1 } };
+  const [y] = ctx.node('Conv', [x!, filter!, ...(b === undefined ? [] : [b])], attrs, 1, NCHWC_DOMAIN);
+  return ctx.node('ReorderOutput', [y!], { channels: { int: o } }, 1, NCHWC_DOMAIN);
+}
+
 export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'avg_pool2d' | 'unfold' | 'fold'> = {
   conv2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'conv2d');
-    return ctx.node('Conv', inputs, { ...windowAttrs(node.inputs[1]!.shape.slice(2), a), group: { int: a.groups } });
+    const blocked = ctx.nchwcBlock && !ctx.isStatic(node.inputs[1]!) ? nchwcConv(ctx, node, inputs, a, ctx.nchwcBlock) : undefined;
+    return blocked ?? ctx.node('Conv', inputs, { ...windowAttrs(node.inputs[1]!.shape.slice(2), a), group: { int: a.groups } });
   },
   // Explicit pads and output_padding (no auto_pad, no output_shape): ORT then computes exactly the
   // inferred size. ORT rejects output_padding ≥ stride (allowed up to the dilation, as in PyTorch);

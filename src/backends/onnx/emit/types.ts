@@ -5,6 +5,9 @@ import type { EmitContext } from '../model.js';
 /** ONNX Runtime's contrib-op domain (its fused kernels, e.g. Gelu). */
 export const MS_DOMAIN = 'com.microsoft';
 
+/** ONNX Runtime's blocked-layout (NCHWc) kernels: ReorderInput, ReorderOutput, Conv, pooling. */
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+
 /**
  * Lowers one IR node to ONNX nodes. `inputs` are the ONNX names of the
  * node's inputs; returns the names of its outputs, in order.
