@@ -196,6 +196,11 @@ function reduction(name: string): OpSpec<'reduce_sum'> {
   };
 }
 
+/** A depthwise conv: one channel per group and one filter per channel (weight [C, 1, kh, kw], groups = C). */
+export function isDepthwise(inputChannels: number, weightShape: readonly number[], groups: number): boolean {
+  return groups === inputChannels && weightShape[0] === groups && weightShape[1] === 1;
+}
+
 /** Output spatial size of a sliding window. */
 export function windowOut(size: number, k: number, s: number, padBegin: number, padEnd: number, d = 1): number {
   return Math.floor((size + padBegin + padEnd - d * (k - 1) - 1) / s) + 1;

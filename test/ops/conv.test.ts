@@ -60,6 +60,16 @@ describe('conv2d', () => {
     expect(has(toOnnx(g, { contribOps: true, nchwcBlock: 16 }))).toBe(true);
     expect(has(toOnnx(g, { contribOps: true }))).toBe(false);
     expect(has(toOnnx(g, { nchwcBlock: 16 }))).toBe(false);
+    // A weight computed from constants is folded and pre-packed by ORT itself; one computed from an
+    // input thousands of ops deep still counts as run-time (found without deep recursion).
+    const fromConstant = trace((x) => conv2d(x, constant(randn([8, 1, 3, 3], 7).astype('float32')).mul(2), undefined, { padding: 1, groups: 8 }), [{ dtype: 'float32', shape: [1, 8, 5, 5], name: 'x' }]).graph;
+    expect(has(toOnnx(fromConstant, { contribOps: true, nchwcBlock: 16 }))).toBe(false);
+    const deep = trace((x, w) => {
+      let v = w;
+      for (let i = 0; i < 20000; i++) v = v.add(1);
+      return conv2d(x, v, undefined, { padding: 1, groups: 8 });
+    }, [{ dtype: 'float32', shape: [1, 8, 5, 5], name: 'x' }, { dtype: 'float32', shape: [8, 1, 3, 3], name: 'w' }]).graph;
+    expect(has(toOnnx(deep, { contribOps: true, nchwcBlock: 16 }))).toBe(true);
     // This machine's ONNX Runtime reports a block (8 with AVX2, 16 with AVX-512) or 0 without the kernels.
     expect([0, 8, 16]).toContain(block);
   });

@@ -1,5 +1,5 @@
 import { type DType, NDArray } from '../../ir/ndarray.js';
-import { type ConvAttrs, windowOut } from '../../ir/ops.js';
+import { type ConvAttrs, isDepthwise, windowOut } from '../../ir/ops.js';
 import { type Tensor, constant, conv2d, convTranspose2d, fold, full, stack, unfold, zeros } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
 
@@ -98,11 +98,6 @@ function depthwiseWeightGrad(x: Tensor, gy: Tensor, [kh, kw]: Pair, a: ConvAttrs
   return stack(rows, 1).reshape([c, 1, kh, kw]);
 }
 
-/** One filter per channel and one channel per group. */
-function isDepthwise(x: Tensor, w: Tensor, a: ConvAttrs): boolean {
-  return a.groups === x.shape[1] && w.shape[0] === a.groups && w.shape[1] === 1;
-}
-
 /** The [k, k] exchange matrix: multiplying by it reverses an axis of length k. */
 function reversal(k: number, dtype: DType): Tensor {
   return constOf(dtype, [k, k], Array.from({ length: k * k }, (_, i) => (i % k === k - 1 - Math.floor(i / k) ? 1 : 0)));
@@ -135,7 +130,7 @@ export const convRules: RuleTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' |
     const outputPadding = leftover(spatial(x!), k, attrs.stride, attrs.padding, attrs.dilation);
     return [
       needs[0] ? transposedConv(gy, w!, { ...attrs, outputPadding }) : undefined,
-      needs[1] ? (isDepthwise(x!, w!, attrs) ? depthwiseWeightGrad(x!, gy, k, attrs) : convWeightGrad(x!, gy, w!.shape, attrs)) : undefined,
+      needs[1] ? (isDepthwise(x!.shape[1]!, w!.shape, attrs.groups) ? depthwiseWeightGrad(x!, gy, k, attrs) : convWeightGrad(x!, gy, w!.shape, attrs)) : undefined,
       b && needs[2] ? gy.sum([0, 2, 3]) : undefined,
     ];
   },

@@ -105,13 +105,24 @@ export class EmitContext {
    * baked parameters only, so ONNX Runtime folds it and pre-packs it as a weight.
    */
   isStatic(v: Value): boolean {
-    let s = this.staticMemo.get(v);
-    if (s === undefined) {
-      if (!v.producer) s = v.role === 'param' && (this.opts.params ?? 'initializers') === 'initializers';
-      else s = v.producer.inputs.every((i) => this.isStatic(i));
-      this.staticMemo.set(v, s);
+    // Depth-first with an explicit stack: a weight computed from activations can sit thousands of nodes deep.
+    const stack = [v];
+    while (stack.length) {
+      const top = stack.at(-1)!;
+      if (this.staticMemo.has(top)) {
+        stack.pop();
+        continue;
+      }
+      if (!top.producer) {
+        this.staticMemo.set(top, top.role === 'param' && (this.opts.params ?? 'initializers') === 'initializers');
+        continue;
+      }
+      const inputs = top.producer.inputs;
+      const pending = inputs.filter((i) => !this.staticMemo.has(i));
+      if (pending.length) stack.push(...pending);
+      else this.staticMemo.set(top, inputs.every((i) => this.staticMemo.get(i)));
     }
-    return s;
+    return this.staticMemo.get(v)!;
   }
 
   /** Whether anything reads `v` (true when unknown). */

@@ -1,6 +1,6 @@
 import { type DType, NDArray } from '../../../ir/ndarray.js';
 import type { Node } from '../../../ir/graph.js';
-import { type ConvAttrs, type WindowAttrs, windowOut } from '../../../ir/ops.js';
+import { type ConvAttrs, type WindowAttrs, isDepthwise, windowOut } from '../../../ir/ops.js';
 import type { EmitContext, OnnxAttr } from '../model.js';
 import { type EmitterTable, NCHWC_DOMAIN, attrsOf } from './types.js';
 
@@ -45,7 +45,7 @@ function leftover(size: number, a: WindowAttrs, axis: 0 | 1): number {
 function nchwcConv(ctx: EmitContext, node: Node, inputs: readonly string[], a: ConvAttrs, block: number): string[] | undefined {
   const [o, cg, kh, kw] = node.inputs[1]!.shape as [number, number, number, number];
   const c = node.inputs[0]!.shape[1]!;
-  const depthwise = a.groups === c && o === c && cg === 1;
+  const depthwise = isDepthwise(c, node.inputs[1]!.shape, a.groups);
   const dense = a.groups === 1 && kh * kw > 1 && a.stride.every((s) => s === 1);
   // ReorderInput needs channels in fours; it pads them up to the block itself.
   if (!(depthwise || dense) || c % 4 !== 0 || o % 4 !== 0) return undefined;
