@@ -15,6 +15,7 @@ import { grad } from '../src/autodiff/grad.js';
 import { type TensorFn } from '../src/tensor/function.js';
 import { compile } from '../src/backends/compile.js';
 import { NDArray } from '../src/ir/ndarray.js';
+import { filled, torchDefault, uniform } from '../src/nn/init.js';
 import { Rng } from '../src/rng.js';
 import { Parameter, type Tensor, batchNormTrain, conv2d, layerNorm, maxPool2d } from '../src/tensor/tensor.js';
 
@@ -46,11 +47,15 @@ function randn(shape: readonly number[], rng: Rng): NDArray {
   return a;
 }
 
-/** The op as a function of (x, ...params), and the parameter shapes. */
-function build(c: Case): { fn: (x: Tensor, ...p: Tensor[]) => Tensor; params: number[][] } {
+/**
+ * The op as a function of (x, ...params), and its parameters, initialised as
+ * bench/torch_ops.py's are: values decide speed (a softmax saturated by
+ * oversized weights fills the backward with denormals).
+ */
+function build(c: Case, rng: Rng): { fn: (x: Tensor, ...p: Tensor[]) => Tensor; params: NDArray[] } {
   switch (c.kind) {
     case 'conv':
-      return { fn: (x, w) => conv2d(x, w!, undefined, { padding: c.padding, groups: c.groups }), params: [c.w!] };
+      return { fn: (x, w) => conv2d(x, w!, undefined, { padding: c.padding, groups: c.groups }), params: [randn(c.w!, rng)] };
     case 'attention': {
       const [b, n, ch] = c.x as [number, number, number];
       const h = c.heads!;
@@ -61,13 +66,14 @@ function build(c: Case): { fn: (x: Tensor, ...p: Tensor[]) => Tensor; params: nu
           const a = q.mul((ch / h) ** -0.5).matmul(k.mT).softmax(-1);
           return a.matmul(v).transpose(1, 2).reshape(b, n, ch).matmul(wp!.mT).add(bp!);
         },
-        params: [[3 * ch, ch], [3 * ch], [ch, ch], [ch]],
+        // nn.Linear's defaults: weight and bias U(±1/√in)
+        params: [torchDefault(rng, [3 * ch, ch]), uniform(rng, [3 * ch], ch ** -0.5), torchDefault(rng, [ch, ch]), uniform(rng, [ch], ch ** -0.5)],
       };
     }
     case 'layernorm':
-      return { fn: (x, w, bb) => layerNorm(x, w, bb, 1e-5), params: [[c.x.at(-1)!], [c.x.at(-1)!]] };
+      return { fn: (x, w, bb) => layerNorm(x, w, bb, 1e-5), params: [filled([c.x.at(-1)!], 1), filled([c.x.at(-1)!], 0)] };
     case 'batchnorm':
-      return { fn: (x, w, bb) => batchNormTrain(x, w!, bb!, 1e-5)[0], params: [[c.x[1]!], [c.x[1]!]] };
+      return { fn: (x, w, bb) => batchNormTrain(x, w!, bb!, 1e-5)[0], params: [filled([c.x[1]!], 1), filled([c.x[1]!], 0)] };
     case 'gelu':
       return { fn: (x) => x.gelu(), params: [] };
     case 'maxpool':
@@ -89,9 +95,8 @@ async function median(f: () => Promise<unknown>): Promise<number> {
 
 async function ours(c: Case, threads: number): Promise<{ fwd: number; fwdbwd: number }> {
   const rng = new Rng(0);
-  const { fn, params } = build(c);
+  const { fn, params: ps } = build(c, rng);
   const x = randn(c.x, rng);
-  const ps = params.map((s) => randn(s, rng));
   // Forward as a model runs it: weights baked into the graph, which lets ONNX Runtime pre-pack them.
   // Forward+backward as training runs it: weights are inputs.
   const weights = ps.map((p, i) => new Parameter(p, { name: `p${i}` }));

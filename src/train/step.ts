@@ -57,10 +57,9 @@ export class TrainStep {
         let at = 0;
         const flat = opts.groups.map((g) => flatten(gs.slice(at, (at += g.params.length))));
         const norm = flat.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
-        // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6))
-        const clipped =
-          opts.clipGradNorm === undefined ? flat : flat.map((g) => g.mul(where(norm.gt(opts.clipGradNorm!), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm!), 1)));
-        opts.optimizer.update(opts.groups, clipped, { lr: lr!, step: step! });
+        // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
+        const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
+        opts.optimizer.update(opts.groups, flat, { lr: lr!, step: step!, gradScale });
         return [loss, logits, norm];
       },
       { threads: opts.threads, seed: opts.seed, rng: opts.rng },

@@ -12,6 +12,15 @@ describe('matmul', () => {
   it('batched with broadcasting batch dims', async () => {
     await checkOp({ fn: (a, b) => a.matmul(b), inputs: [randn([2, 1, 3, 4], 3), randn([3, 4, 2], 4)] });
   });
+  it('a matrix shared by every batch (a Linear on [B, N, C]): its gradient is ONE matmul over all B·N rows', async () => {
+    await checkOp({ fn: (a, w) => a.matmul(w), inputs: [randn([2, 3, 4], 15), randn([4, 5], 16)] });
+    await checkOp({ fn: (a, w) => a.matmul(w), inputs: [randn([2, 3, 4], 17), randn([1, 4, 5], 18)] });
+    const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
+    const g = trace((a, w, c) => grad(a!.matmul(w!), [w!], c), [spec([2, 3, 4]), spec([4, 5]), spec([2, 3, 5])]).graph;
+    const backward = g.nodes.filter((n) => n.op === 'matmul' && n.outputs[0]!.shape.join() === '4,5');
+    expect(backward.map((n) => n.inputs.map((v) => v.shape))).toEqual([[[4, 6], [6, 5]]]);
+    expect(g.nodes.some((n) => n.op === 'reduce_sum')).toBe(false);
+  });
   it('attention-shaped q·kᵀ', async () => {
     await checkOp({ fn: (q, k) => q.matmul(k.mT), inputs: [randn([2, 2, 5, 3], 5), randn([2, 2, 5, 3], 6)] });
   });

@@ -1,6 +1,6 @@
 import { where } from '../../tensor/tensor.js';
 import type { RuleTable, VjpRule } from './types.js';
-import { unbroadcast } from './util.js';
+import { affine, unbroadcast } from './util.js';
 
 /** Comparisons, logic and integer ops carry no gradient. */
 const none: VjpRule<'equal'> = () => [];
@@ -48,13 +48,13 @@ export const elementwiseRules: RuleTable<
   sqrt: ({ outputs: [y] }, [g]) => [g!.mul(0.5).div(y!)],
   tanh: ({ outputs: [y] }, [g]) => [g!.mul(y!.mul(y!).neg().add(1))],
   erf: ({ inputs: [x] }, [g]) => [g!.mul(x!.mul(x!).neg().exp().mul(2 / Math.sqrt(Math.PI)))],
-  // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2: Φ = 0.5 + 0.5·erf(u) and x·φ(x) = (x/√(2π))·exp(−u²),
-  // written as a division by exp(u²) (which saves a negation pass; it overflows to inf only
-  // where the term is below float32's range anyway). Ten elementwise passes; the forward is one
-  // fused kernel on ORT, so it keeps no intermediates to reuse.
+  // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2: Φ = 0.5·erf(u) + 0.5 (one affine pass) and
+  // x·φ(x) = (x/√(2π))·exp(−u²), written as a division by exp(u²) (which saves a negation pass;
+  // it overflows to inf only where the term is below float32's range anyway). Nine elementwise
+  // passes; the forward is one fused kernel on ORT, so it keeps no intermediates to reuse.
   gelu: ({ inputs: [x] }, [g]) => {
     const u = x!.mul(Math.SQRT1_2);
-    const cdf = u.erf().mul(0.5).add(0.5);
+    const cdf = affine(u.erf(), 0.5, 0.5);
     const xpdf = x!.mul(1 / Math.sqrt(2 * Math.PI)).div(u.mul(u).exp());
     return [g!.mul(cdf.add(xpdf))];
   },

@@ -2,10 +2,30 @@ import type { Tensor } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
 import { unbroadcast } from './util.js';
 
+/**
+ * Whether b is one matrix shared by every batch of a (a Linear weight applied
+ * to [B, N, C] activations). Its batch dims are all 1, so the output's rows
+ * are a's rows, in order.
+ */
+function sharedWeight(a: Tensor, b: Tensor): boolean {
+  return a.rank > 2 && b.rank >= 2 && b.shape.slice(0, -2).every((d) => d === 1);
+}
+
+/**
+ * The gradient of a shared matrix as ONE matmul whose contraction runs over
+ * the batch too ([B·M, K]ᵀ·[B·M, N]), rather than B small matmuls summed
+ * afterwards: one large GEMM runs near peak, and no [B, K, N] stack is written.
+ */
+function foldedWeightGrad(a: Tensor, b: Tensor, g: Tensor): Tensor {
+  const k = a.shape.at(-1)!;
+  const n = g.shape.at(-1)!;
+  return a.reshape([-1, k]).mT.matmul(g.reshape([-1, n])).reshape([...b.shape]);
+}
+
 export const layoutRules: RuleTable<'matmul' | 'reshape' | 'transpose' | 'expand' | 'reduce_sum' | 'reduce_mean' | 'slice' | 'concat'> = {
   matmul: ({ inputs: [a, b], needs }, [g]) => [
     needs[0] ? unbroadcast(g!.matmul(b!.mT), a!.shape) : undefined,
-    needs[1] ? unbroadcast(a!.mT.matmul(g!), b!.shape) : undefined,
+    needs[1] ? (sharedWeight(a!, b!) ? foldedWeightGrad(a!, b!, g!) : unbroadcast(a!.mT.matmul(g!), b!.shape)) : undefined,
   ],
   reshape: ({ inputs: [x] }, [g]) => [g!.reshape([...x!.shape])],
   transpose: ({ attrs: { perm } }, [g]) => {

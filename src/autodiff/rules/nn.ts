@@ -1,7 +1,8 @@
 import { numel } from '../../ir/ndarray.js';
 import { normAxis } from '../../ir/ops.js';
-import { type Tensor, arange, batchNorm, emit1, zeros } from '../../tensor/tensor.js';
+import { type Tensor, arange, emit1, zeros } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
+import { channelAffine } from './util.js';
 
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 
@@ -116,9 +117,8 @@ export const nnRules: RuleTable<
   // dμ/dx = 1/n and dσ²/dx = 2(x − μ)/n. With per-channel sums S1 = Σ gy and S2 = Σ gy·(x − μ),
   // everything collapses to gx = k1·gy + k2·(x − μ) + k3 with [C] vectors
   //   k1 = w·r,  k2 = −w·r³·S2/n + 2·gσ²/n,  k3 = −w·r·S1/n + gμ/n,
-  // and k2·(x − μ) + k3 is one eval-mode batch_norm pass (mean 0, variance 0, ε = 1: exactly
-  // the affine map). x − mean is the forward's own (its 4th output), not recomputed:
-  // full-size passes are Mul, ReduceSum ×2, Mul, BatchNormalization, Add.
+  // and k2·(x − μ) + k3 is one channelAffine pass. x − mean is the forward's own (its 4th
+  // output), not recomputed: full-size passes are Mul, ReduceSum ×2, Mul, BatchNormalization, Add.
   batch_norm_train: ({ inputs: [x, w], outputs: [, , variance, centred], attrs: { epsilon }, needs }, [gy, gm, gv, gc]) => {
     const c = x!.shape[1]!;
     const axes = statAxes(x!);
@@ -137,7 +137,7 @@ export const nnRules: RuleTable<
       if (gm) k3 = k3 ? k3.add(gm.div(n)) : gm.div(n);
       if (k2 || k3) {
         const zero = zeros([c], x!.dtype);
-        terms.push(batchNorm(centred!, k2 ?? zero, k3 ?? zero, zero, zero, 1));
+        terms.push(channelAffine(centred!, k2 ?? zero, k3 ?? zero));
       }
       // x − mean as an output of its own (only ever internal): its cotangent minus its mean.
       if (gc) terms.push(gc.sub(gc.mean(axes, true)));

@@ -1,4 +1,4 @@
-import type { Tensor } from '../../tensor/tensor.js';
+import { type Tensor, batchNorm, full, zeros } from '../../tensor/tensor.js';
 
 /** Sums a broadcast cotangent back down to `shape` (the inverse of broadcasting). */
 export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
@@ -9,4 +9,19 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
     if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
   }
   return g.sum(axes, true).reshape([...shape]);
+}
+
+/**
+ * x·scale + shift per channel (axis 1) in ONE pass: an eval-mode batch_norm
+ * with mean 0, variance 0 and ε = 1 is exactly that affine map, where ONNX
+ * has no op for it and a Mul then an Add would be two passes over x.
+ */
+export function channelAffine(x: Tensor, scale: Tensor, shift: Tensor): Tensor {
+  const zero = zeros([x.shape[1]!], x.dtype);
+  return batchNorm(x, scale, shift, zero, zero, 1);
+}
+
+/** x·scale + shift with scalar constants, in one pass (see `channelAffine`). */
+export function affine(x: Tensor, scale: number, shift: number): Tensor {
+  return channelAffine(x.reshape([1, 1, x.size]), full([1], scale, x.dtype), full([1], shift, x.dtype)).reshape([...x.shape]);
 }
