@@ -117,31 +117,33 @@ async function ours(c: Case, threads: number): Promise<{ fwd: number; fwdbwd: nu
   return res;
 }
 
-function torchTimes(threads: number): Map<string, { fwd: number; fwdbwd: number }> | undefined {
-  const script = fileURLToPath(new URL('./torch_ops.py', import.meta.url));
-  for (const py of ['python3', '/usr/bin/python3']) {
-    try {
-      execFileSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
-    } catch {
-      continue;
-    }
-    const out = execFileSync(py, [script, JSON.stringify(cases), String(threads), String(reps)], { encoding: 'utf8', maxBuffer: 1 << 20 });
-    const rows = JSON.parse(out) as { name: string; fwd: number; fwdbwd: number }[];
-    return new Map(rows.map((r) => [r.name, r]));
+/** The python that imports torch, if any. */
+const python = ['python3', '/usr/bin/python3'].find((py) => {
+  try {
+    execFileSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
   }
-  return undefined;
+});
+
+/** PyTorch's times for one case, measured right before ours: this VM drifts by tens of percent within minutes. */
+function torchTimes(c: Case, threads: number): { fwd: number; fwdbwd: number } | undefined {
+  if (!python) return undefined;
+  const script = fileURLToPath(new URL('./torch_ops.py', import.meta.url));
+  const out = execFileSync(python, [script, JSON.stringify([c]), String(threads), String(reps)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  return (JSON.parse(out) as { fwd: number; fwdbwd: number }[])[0];
 }
 
 const fmt = (ms: number) => ms.toFixed(1).padStart(8);
 console.log(`bench/ops: median of ${reps} runs (ms); ratio = ours / PyTorch (< 1: faster)\n`);
+if (!python) console.log('(PyTorch not found: python3 -c "import torch" failed; showing ours only)\n');
 for (const threads of threadList) {
-  const torch = torchTimes(threads);
-  if (!torch && threads === threadList[0]) console.log('(PyTorch not found: python3 -c "import torch" failed; showing ours only)\n');
   console.log(`threads = ${threads}`);
-  console.log(`${'op'.padEnd(32)}${'fwd'.padStart(8)}${'fwd+bwd'.padStart(9)}${torch ? `${'torch fwd'.padStart(10)}${'torch f+b'.padStart(10)}${'ratio f'.padStart(9)}${'ratio f+b'.padStart(10)}` : ''}`);
+  console.log(`${'op'.padEnd(32)}${'fwd'.padStart(8)}${'fwd+bwd'.padStart(9)}${python ? `${'torch fwd'.padStart(10)}${'torch f+b'.padStart(10)}${'ratio f'.padStart(9)}${'ratio f+b'.padStart(10)}` : ''}`);
   for (const c of cases) {
+    const t = torchTimes(c, threads);
     const o = await ours(c, threads);
-    const t = torch?.get(c.name);
     const tail = t ? `${fmt(t.fwd).padStart(10)}${fmt(t.fwdbwd).padStart(10)}${(o.fwd / t.fwd).toFixed(2).padStart(9)}${(o.fwdbwd / t.fwdbwd).toFixed(2).padStart(10)}` : '';
     console.log(`${c.name.padEnd(32)}${fmt(o.fwd)}${fmt(o.fwdbwd).padStart(9)}${tail}`);
   }

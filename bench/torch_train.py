@@ -9,16 +9,18 @@ official model files, unmodified (volution does not ship them):
                         (a PyTorch port of PaddleClas's MixFormer; there is no official PyTorch code)
 They import timm (`pip install timm`).
 
-  python3 bench/torch_train.py --official DIR --model ceit_tiny --batch 8 --threads 2 --reps 3 [--opt adamw|sgd]
+  python3 bench/torch_train.py --official DIR --model ceit_tiny --batch 8 --threads 2 [--opt adamw|sgd]
 
 The step is the one bench/train.ts times: forward, cross-entropy (label smoothing 0.1),
 backward, global-norm clipping at 5, AdamW; or with --opt sgd plain cross-entropy and SGD
-with momentum 0.9. Prints one JSON line: {"model", "batch", "threads", "median_ms", "all_ms", "torch"}.
+with momentum 0.9. The script builds the model, runs one warm-up step and prints
+{"ready": true, "torch": version}; then every line "step" on standard input runs one step
+and prints {"ms": ...}, until standard input closes. bench/train.ts alternates these steps
+with its own, so both see the same moment of this shared machine.
 """
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -52,7 +54,6 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--opt", choices=["adamw", "sgd"], default="adamw")
     a = ap.parse_args()
     sys.path.insert(0, a.official)
@@ -81,13 +82,13 @@ def main():
         return loss.item()
 
     step()  # warm-up, as bench/train.ts's first step
-    times = []
-    for _ in range(a.reps):
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            continue
         t0 = time.perf_counter()
         step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"model": a.model, "batch": a.batch, "threads": torch.get_num_threads(),
-                      "median_ms": statistics.median(times), "all_ms": times, "torch": torch.__version__}))
+        print(json.dumps({"ms": (time.perf_counter() - t0) * 1e3}), flush=True)
 
 
 if __name__ == "__main__":

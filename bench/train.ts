@@ -18,13 +18,17 @@
  *
  * PyTorch, side by side: with `--torch <dir>` (a folder holding the official
  * model files, see bench/torch_train.py) each row's step is also timed in
- * PyTorch eager on the official code, right after ours, same batch, threads,
- * loss and optimizer. Without it the table shows the indicative PyTorch
- * figures of shared/baselines/README.md (another machine).
+ * PyTorch eager on the official code (same batch, threads, loss and
+ * optimizer), in rounds of a block of our steps and a block of PyTorch's
+ * (⌈reps/2⌉ rounds, two counted steps a block); the ratio is the median over
+ * rounds. Without it the table shows the indicative PyTorch figures of
+ * shared/baselines/README.md (another machine).
  *
- *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 3] [--threads 2] [--opt adamw|sgd] [--torch DIR]
+ *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 5] [--threads 2] [--opt adamw|sgd] [--torch DIR]
  */
-import { execFileSync } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { compile, type CompiledFn } from '../src/backends/compile.js';
@@ -43,7 +47,7 @@ const { values: args } = parseArgs({
   options: {
     models: { type: 'string', default: 'uniformer_small,ceit_tiny,mixformer_b0' },
     batch: { type: 'string', default: '8,32' },
-    reps: { type: 'string', default: '3' },
+    reps: { type: 'string', default: '5' },
     threads: { type: 'string', default: String(DEFAULT_THREADS) },
     opt: { type: 'string', default: 'adamw' },
     torch: { type: 'string' },
@@ -54,12 +58,45 @@ const batches = args.batch.split(',').map(Number);
 const reps = Number(args.reps);
 const threads = Number(args.threads);
 
-/** The same step in PyTorch eager on the official model code (bench/torch_train.py), median ms. */
-function torchStepMs(name: string, batch: number): number {
-  const script = fileURLToPath(new URL('torch_train.py', import.meta.url));
-  const flags = ['--official', args.torch!, '--model', name, '--batch', String(batch), '--threads', String(threads), '--reps', String(reps), '--opt', args.opt!];
-  const out = execFileSync('python3', [script, ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  return (JSON.parse(out.trim().split('\n').at(-1)!) as { median_ms: number }).median_ms;
+/**
+ * The same step in PyTorch eager on the official model code
+ * (bench/torch_train.py), kept running so that blocks of its steps can
+ * alternate with blocks of ours: this shared VM drifts by tens of percent
+ * within minutes, so both sides must be timed in the same minutes.
+ */
+class TorchStepper {
+  private constructor(
+    private readonly proc: ChildProcessByStdio<Writable, Readable, null>,
+    private readonly lines: AsyncIterator<string>,
+  ) {}
+
+  static async start(name: string, batch: number): Promise<TorchStepper> {
+    const script = fileURLToPath(new URL('./torch_train.py', import.meta.url));
+    const flags = ['--official', args.torch!, '--model', name, '--batch', String(batch), '--threads', String(threads), '--opt', args.opt!];
+    // OpenMP's default waiting (spin briefly, then sleep): OMP_WAIT_POLICY=PASSIVE made PyTorch's 2-thread step slower than its 1-thread one.
+    const proc = spawn('python3', [script, ...flags], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const stepper = new TorchStepper(proc, createInterface({ input: proc.stdout })[Symbol.asyncIterator]());
+    await stepper.reply('ready');
+    return stepper;
+  }
+
+  private async reply(key: string): Promise<Record<string, unknown>> {
+    const { value, done } = await this.lines.next();
+    if (done) throw new Error('bench/torch_train.py exited early (its error is above)');
+    const msg = JSON.parse(value) as Record<string, unknown>;
+    if (!(key in msg)) throw new Error(`bench/torch_train.py: expected "${key}", got ${value}`);
+    return msg;
+  }
+
+  /** One PyTorch step, ms. */
+  async step(): Promise<number> {
+    this.proc.stdin.write('step\n');
+    return (await this.reply('ms')).ms as number;
+  }
+
+  close(): void {
+    this.proc.stdin.end();
+  }
 }
 
 /** PyTorch 1.13 eager, one train step at batch 8 on 2 threads (shared/baselines/README.md), seconds. */
@@ -104,8 +141,10 @@ interface Row {
   gflop: number;
   /** MatMul GFLOP/s measured right before and right after this row's steps. */
   peak: number;
-  /** PyTorch's step on the official code, measured right after ours (with --torch). */
+  /** With --torch: PyTorch's median step on the official code, in blocks alternating with ours. */
   torchMs?: number;
+  /** With --torch: the median over rounds of PyTorch's step time / ours. */
+  torchRatio?: number;
 }
 
 async function benchStep(name: string, batch: number): Promise<Row> {
@@ -126,20 +165,42 @@ async function benchStep(name: string, batch: number): Promise<Row> {
   const fn = (step as unknown as { fn: CompiledFn }).fn;
   const graph = fn.traced(x, t, NDArray.float32([], [1e-4]), NDArray.float32([], [1])).graph;
   const gflop = (2 * countMacs(graph)) / 1e9;
-  let t0 = performance.now();
-  await step.run(x, t, 1e-4);
-  const firstMs = performance.now() - t0;
+  const torch = args.torch ? await TorchStepper.start(name, batch) : undefined;
+  const ours = async () => {
+    const t0 = performance.now();
+    await step.run(x, t, 1e-4);
+    return performance.now() - t0;
+  };
+  const firstMs = await ours();
   // The machine's matrix-multiply rate under the same conditions as the steps (before and after them).
   const before = await matmulPeak(1024);
   const ms: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    t0 = performance.now();
-    await step.run(x, t, 1e-4);
-    ms.push(performance.now() - t0);
+  const torchMs: number[] = [];
+  // With PyTorch: rounds of a block of our steps and a block of PyTorch's, in alternating
+  // order. Each block's first step is not counted: right after the other process's step,
+  // either side runs slower (PyTorch's CeiT-T step took 1244 ms straight after ours, 800 ms
+  // after its own), and a pause between them slows both instead.
+  const blockOf = async (f: () => Promise<number>, into: number[]) => {
+    await f();
+    for (let i = 0; i < 2; i++) into.push(await f());
+    return median(into.slice(-2));
+  };
+  const roundRatios: number[] = [];
+  if (torch) {
+    const theirs = () => torch.step();
+    for (let r = 0; r < Math.ceil(reps / 2); r++) {
+      const before = r % 2 ? await blockOf(theirs, torchMs) : undefined;
+      const o = await blockOf(ours, ms);
+      roundRatios.push((before ?? (await blockOf(theirs, torchMs))) / o);
+    }
+  } else {
+    for (let i = 0; i < reps; i++) ms.push(await ours());
   }
+  torch?.close();
   const after = await matmulPeak(1024);
   await step.release();
-  return { model: name, batch, firstMs, stepMs: median(ms), gflop, peak: (before + after) / 2 / 1e9 };
+  const row: Row = { model: name, batch, firstMs, stepMs: median(ms), gflop, peak: (before + after) / 2 / 1e9 };
+  return torch ? { ...row, torchMs: median(torchMs), torchRatio: median(roundRatios) } : row;
 }
 
 async function dataPipeline(batch: number): Promise<number> {
@@ -165,14 +226,13 @@ for (const name of args.models.split(',')) {
   for (const b of batches) {
     log(`${name} batch ${b} …`);
     const r = await benchStep(name, b);
-    if (args.torch) r.torchMs = torchStepMs(name, b);
     rows.push(r);
     log(`  first step ${(r.firstMs / 1000).toFixed(1)} s, step ${r.stepMs.toFixed(0)} ms, MatMul ${r.peak.toFixed(0)} GFLOP/s${r.torchMs ? `, PyTorch ${r.torchMs.toFixed(0)} ms` : ''}`);
   }
 }
 const data = await dataPipeline(32);
 
-const torchColumn = args.torch ? 'PyTorch step ms (same run, official code)' : 'PyTorch b8 step (baselines README)';
+const torchColumn = args.torch ? 'PyTorch step ms (official code, same run)' : 'PyTorch b8 step (baselines README)';
 const lines = [
   `| model | batch | step ms | images/s | GFLOP/step | GFLOP/s | MatMul GFLOP/s | efficiency | ${torchColumn} | PyTorch time / ours |`,
   `|---|---|---|---|---|---|---|---|---|---|`,
@@ -180,7 +240,8 @@ const lines = [
     const flops = r.gflop / (r.stepMs / 1000);
     const indicative = r.batch === 8 ? TORCH_B8_S[r.model] : undefined;
     const torch = args.torch ? r.torchMs : indicative && indicative * 1000;
-    return `| ${r.model} | ${r.batch} | ${r.stepMs.toFixed(0)} | ${((r.batch * 1000) / r.stepMs).toFixed(1)} | ${r.gflop.toFixed(1)} | ${flops.toFixed(1)} | ${r.peak.toFixed(0)} | ${((flops / r.peak) * 100).toFixed(0)}% | ${torch ? `${torch.toFixed(0)} ms` : ''} | ${torch ? `${(torch / r.stepMs).toFixed(2)}×` : ''} |`;
+    const ratio = args.torch ? r.torchRatio : torch && torch / r.stepMs;
+    return `| ${r.model} | ${r.batch} | ${r.stepMs.toFixed(0)} | ${((r.batch * 1000) / r.stepMs).toFixed(1)} | ${r.gflop.toFixed(1)} | ${flops.toFixed(1)} | ${r.peak.toFixed(0)} | ${((flops / r.peak) * 100).toFixed(0)}% | ${torch ? `${torch.toFixed(0)} ms` : ''} | ${ratio ? `${ratio.toFixed(2)}×` : ''} |`;
   }),
 ];
 console.log(lines.join('\n'));

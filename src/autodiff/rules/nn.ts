@@ -28,11 +28,6 @@ function perChannel(x: Tensor): number[] {
 /** Every axis of x [N, C, ...] but the channel axis. */
 const statAxes = (x: Tensor) => [0, ...range(2, x.rank)];
 
-/** d/dx of a normalisation x̂ = (x − mean)·rstd given gx̂ = dL/dx̂: rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂)). */
-function normBackward(gxhat: Tensor, xhat: Tensor, rstd: Tensor, axes: readonly number[]): Tensor {
-  return gxhat.sub(gxhat.mean(axes, true)).sub(xhat.mul(gxhat.mul(xhat).mean(axes, true))).mul(rstd);
-}
-
 export const nnRules: RuleTable<
   'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk'
 > = {
@@ -83,17 +78,28 @@ export const nnRules: RuleTable<
   log_softmax: ({ outputs: [y], attrs: { axis } }, [g]) => [g!.sub(y!.exp().mul(g!.sum(axis, true)))],
   // The forward node's own mean and 1/std outputs spare recomputing the statistics. They are
   // internal to the backward pass (layerNorm() exposes y only), so they take no cotangent.
+  // dL/dx = r·(g·w − mean(g·w) − x̂·mean(g·w·x̂)), with x̂ = (x − μ)·r. Viewed as [1, rows,
+  // features], rows are batch_norm's channels, so r·(g·w) − r·mean(g·w) is one channelAffine
+  // pass; mean(g·w·x̂) is a matmul of g·x̂ (dL/dw's summand too) with w rather than another
+  // full-size product: seven full-size writes, where the formula as written takes nine.
   layer_norm: ({ inputs: [x, w], outputs: [, mean, rstd], attrs: { axis }, needs }, [g]) => {
     if (!g) return [];
     const ax = normAxis(axis, x!.rank);
-    const normAxes = range(ax, x!.rank);
-    const lead = range(0, ax);
-    const xhat = needs[0] || needs[1] ? x!.sub(mean!).mul(rstd!) : undefined;
-    return [
-      needs[0] ? normBackward(w ? g.mul(w) : g, xhat!, rstd!, normAxes) : undefined,
-      needs[1] ? g.mul(xhat!).sum(lead) : undefined,
-      needs[2] ? g.sum(lead) : undefined,
-    ];
+    const rows = numel(x!.shape.slice(0, ax));
+    const features = x!.size / rows;
+    const view = (t: Tensor) => t.reshape([1, rows, features]);
+    if (!needs[0] && !needs[1]) return [undefined, undefined, needs[2] ? g.sum(range(0, ax)) : undefined];
+    const r = rstd!.reshape([rows]);
+    const xhat = view(x!.sub(mean!).mul(rstd!));
+    const gxhat = view(g).mul(xhat);
+    let gx: Tensor | undefined;
+    if (needs[0]) {
+      const gw = w ? view(g).mul(w.reshape([features])) : view(g);
+      const m1 = gw.mean(-1).reshape([rows]);
+      const m2 = (w ? gxhat.matmul(w.reshape([features, 1])).div(features) : gxhat.mean(-1)).reshape([rows]);
+      gx = channelAffine(gw, r, m1.mul(r).neg()).sub(xhat.mul(m2.mul(r).reshape([1, rows, 1]))).reshape([...x!.shape]);
+    }
+    return [gx, needs[1] ? gxhat.sum([0, 1]).reshape([...w!.shape]) : undefined, needs[2] ? g.sum(range(0, ax)) : undefined];
   },
   // The running statistics are buffers, but their cotangents are cheap and exact, so a caller
   // that asks for them gets them rather than silent zeros.
