@@ -220,7 +220,7 @@ async function dataPipeline(batch: number): Promise<number> {
   return median(ms);
 }
 
-log(`${args.opt === 'sgd' ? 'SGD (momentum 0.9), cross-entropy' : 'AdamW, label-smoothed cross-entropy, clipping'}; onnxruntime-node, ${threads} threads; ${reps} timed steps after one warm-up (trace, autodiff, session creation)`);
+log(`${args.opt === 'sgd' ? 'SGD (momentum 0.9), cross-entropy' : 'AdamW, label-smoothed cross-entropy, clipping'}; onnxruntime-node, ${threads} threads; ${args.torch ? `${Math.ceil(reps / 2)} rounds of three steps a side (the first of each block not counted)` : `${reps} timed steps`} after one warm-up (trace, autodiff, session creation)`);
 const rows: Row[] = [];
 for (const name of args.models.split(',')) {
   for (const b of batches) {

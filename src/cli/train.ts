@@ -15,13 +15,13 @@ import { addThreadsOption, backendDescription, parseConfig, parseNonNegativeInt,
 /**
  * The main job (`npm start`): a narrow UniFormer (two conv stages, two
  * attention stages) on 32×32 synthetic images, sized to finish in about
- * five minutes on 2 cores. See README "Training" for what it reaches.
+ * four minutes on 2 cores. See README "Training" for what it reaches.
  */
 export const MAIN_JOB = {
   model: 'uniformer',
   config: { depth: [1, 1, 2, 1], embed_dim: [32, 64, 128, 256], head_dim: 32 },
   data: 'synthetic',
-  epochs: 4,
+  epochs: 8,
   batch: 64,
   lr: 2e-3,
 } as const;
@@ -133,7 +133,7 @@ Stopping and resuming
   the step; the last good checkpoint is kept.
 
 Examples
-  volution train                                    # the main job (about 5 min on 2 cores)
+  volution train                                    # the main job (about 4 min on 2 cores)
   volution train --model ceit --config '{"embed_dim": 96, "depth": 4, "num_heads": 3, "patch_size": 1}' --data synthetic --epochs 5
   volution train --model uniformer_small --init uniformer_small_in1k.pth --data ./flowers --epochs 30 --batch 32 --lr 1e-4 --img-size 224
   volution train --resume runs/uniformer-synthetic/checkpoint.safetensors
@@ -293,7 +293,7 @@ export function registerTrain(program: Command, io: CliIO): Command {
   const d = TRAIN_DEFAULTS;
   const cmd = program
     .command('train')
-    .description('train or fine-tune a model; without options, the main job (a narrow UniFormer on the synthetic data set, about 5 minutes)')
+    .description('train or fine-tune a model; without options, the main job (a narrow UniFormer on the synthetic data set, about 4 minutes)')
     .option('--model <name>', `variant or family to train (default: the main job's ${MAIN_JOB.model} with ${JSON.stringify(MAIN_JOB.config)})`)
     .option('--config <json|file>', 'model config overrides, official snake_case options')
     .option('--data <spec>', 'synthetic[:opts], cifar:<dir> or an image folder (see below)', MAIN_JOB.data)
