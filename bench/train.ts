@@ -189,9 +189,9 @@ async function benchStep(name: string, batch: number): Promise<Row> {
   if (torch) {
     const theirs = () => torch.step();
     for (let r = 0; r < Math.ceil(reps / 2); r++) {
-      const before = r % 2 ? await blockOf(theirs, torchMs) : undefined;
+      const theirsFirst = r % 2 ? await blockOf(theirs, torchMs) : undefined;
       const o = await blockOf(ours, ms);
-      roundRatios.push((before ?? (await blockOf(theirs, torchMs))) / o);
+      roundRatios.push((theirsFirst ?? (await blockOf(theirs, torchMs))) / o);
     }
   } else {
     for (let i = 0; i < reps; i++) ms.push(await ours());
