@@ -23,7 +23,6 @@ export const MAIN_JOB = {
   data: 'synthetic',
   epochs: 8,
   batch: 64,
-  lr: 2e-3,
 } as const;
 
 export function parseNumber(value: string): number {
@@ -176,7 +175,7 @@ export function trainConfigFromCli(o: TrainCliOptions): TrainConfig {
     batchSize: def(o.batch, mainJob ? MAIN_JOB.batch : TRAIN_DEFAULTS.batchSize),
     ...(o.evalBatch !== undefined ? { evalBatchSize: o.evalBatch } : {}),
     opt: o.opt,
-    lr: def(o.lr, mainJob ? MAIN_JOB.lr : TRAIN_DEFAULTS.lr),
+    lr: def(o.lr, TRAIN_DEFAULTS.lr),
     weightDecay: def(o.weightDecay, TRAIN_DEFAULTS.weightDecay),
     momentum: def(o.momentum, TRAIN_DEFAULTS.momentum),
     nesterov: def(o.nesterov, TRAIN_DEFAULTS.nesterov),
@@ -301,7 +300,7 @@ export function registerTrain(program: Command, io: CliIO): Command {
     .option('--batch <n>', `batch size (default ${d.batchSize})`, parsePositiveInt)
     .option('--eval-batch <n>', 'evaluation batch size (default: --batch)', parsePositiveInt)
     .addOption(new Option('--opt <name>', 'optimizer').choices(['adamw', 'sgd']).default('adamw'))
-    .option('--lr <x>', `peak learning rate (default ${d.lr}; main job ${MAIN_JOB.lr})`, parseNonNegative)
+    .option('--lr <x>', `peak learning rate (default ${d.lr})`, parseNonNegative)
     .option('--weight-decay <x>', `decoupled (AdamW) or L2 (SGD) weight decay; none on norms, biases, position embeddings (default ${d.weightDecay})`, parseNonNegative)
     .option('--momentum <x>', `SGD momentum (default ${d.momentum})`, parseNonNegative)
     .option('--nesterov', 'SGD with Nesterov momentum')
