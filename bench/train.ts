@@ -68,7 +68,11 @@ class TorchStepper {
   private constructor(
     private readonly proc: ChildProcessByStdio<Writable, Readable, null>,
     private readonly lines: AsyncIterator<string>,
-  ) {}
+    /** Why the process could not start (e.g. no python3 on PATH), once known. */
+    private spawnError?: Error,
+  ) {
+    proc.on('error', (err) => (this.spawnError = err));
+  }
 
   static async start(name: string, batch: number): Promise<TorchStepper> {
     const script = fileURLToPath(new URL('./torch_train.py', import.meta.url));
@@ -82,7 +86,7 @@ class TorchStepper {
 
   private async reply(key: string): Promise<Record<string, unknown>> {
     const { value, done } = await this.lines.next();
-    if (done) throw new Error('bench/torch_train.py exited early (its error is above)');
+    if (done) throw new Error(this.spawnError ? `bench/torch_train.py could not start: ${this.spawnError.message}` : 'bench/torch_train.py exited early (its error is above)');
     const msg = JSON.parse(value) as Record<string, unknown>;
     if (!(key in msg)) throw new Error(`bench/torch_train.py: expected "${key}", got ${value}`);
     return msg;

@@ -1,7 +1,7 @@
 /**
  * Optimizer steps against torch.optim: a Linear(3, 2) with fixed weights,
  * label-smoothed cross-entropy, three steps; weight decay on the weight
- * only. Expected values from PyTorch 1.13 in float64 (our step runs in
+ * only; `_clip` cases clip the global norm first (clip_grad_norm_). Expected values from PyTorch 1.13 (sgd_clip: 2.13) in float64 (our step runs in
  * float32 on ONNX Runtime, hence the 1e-5 tolerance).
  */
 import { describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ const torchRef = {
   sgd: { w: [1.1959442092105514, 0.9266106537912033, -0.5471032863687391, -0.7158932878980513, -0.638580101003703, 0.2590727335812394], b: [-0.32228395588680364, 0.32228395588680403], losses: [1.3330364423665524, 0.4964307027906816, 0.26672171254034827] },
   sgd_damp: { w: [1.0155424407886664, 0.6192931775673647, -0.5029998104037132, -0.527353096413666, -0.3263795709423645, 0.21008620377871362], b: [-0.2636127181237564, 0.26361271812375675], losses: [1.3330364423665524, 0.797105605786768, 0.3955765160365865] },
   adamw: { w: [0.3977103346054971, 0.09998538864216001, 0.005544600104472011, 0.10079116489450288, 0.19911551105783995, -0.304645499804472], b: [-0.24237680127412803, 0.24237680127412808], losses: [1.3330364423665524, 1.052246186504638, 0.8168934685714565] },
+  sgd_clip: { w: [0.18330653724658116, -0.12216680517219008, 0.2072619112426871, 0.29674438406591885, 0.4101973579596901, -0.4952924640301871], b: [0.020197281021903022, -0.020197281021902994], losses: [1.3330364423665524, 1.2730158810231358, 1.1904793517481496] },
   adamw_clip: { w: [0.39962022069259845, 0.10078578600933306, 0.0019097805143952484, 0.09888127880740155, 0.1983151136906669, -0.3010106802143952], b: [-0.24628407206356417, 0.24628407206356417], losses: [1.3330364423665524, 1.0522463324919362, 0.8158710209127376] },
 };
 
@@ -45,6 +46,7 @@ describe('optimizers match torch.optim over three steps', () => {
   const cases: [keyof typeof torchRef, () => Optimizer, number, number?][] = [
     ['sgd', () => new SGD({ momentum: 0.9, nesterov: true }), 0.5],
     ['sgd_damp', () => new SGD({ momentum: 0.9, dampening: 0.3 }), 0.5],
+    ['sgd_clip', () => new SGD({ momentum: 0.9, nesterov: true }), 0.5, 0.05],
     ['adamw', () => new AdamW({ betas: [0.9, 0.99] }), 0.1],
     ['adamw_clip', () => new AdamW(), 0.1, 0.05],
   ];

@@ -88,7 +88,8 @@ export const nnRules: RuleTable<
     const rows = numel(x!.shape.slice(0, ax));
     const features = x!.size / rows;
     const view = (t: Tensor) => t.reshape([1, rows, features]);
-    if (!needs[0] && !needs[1]) return [undefined, undefined, needs[2] ? g.sum(range(0, ax)) : undefined];
+    const gb = needs[2] ? g.sum(range(0, ax)) : undefined;
+    if (!needs[0] && !needs[1]) return [undefined, undefined, gb];
     const r = rstd!.reshape([rows]);
     const xhat = view(x!.sub(mean!).mul(rstd!));
     const gxhat = view(g).mul(xhat);
@@ -99,7 +100,7 @@ export const nnRules: RuleTable<
       const m2 = (w ? gxhat.matmul(w.reshape([features, 1])).div(features) : gxhat.mean(-1)).reshape([rows]);
       gx = channelAffine(gw, r, m1.mul(r).neg()).sub(xhat.mul(m2.mul(r).reshape([1, rows, 1]))).reshape([...x!.shape]);
     }
-    return [gx, needs[1] ? gxhat.sum([0, 1]).reshape([...w!.shape]) : undefined, needs[2] ? g.sum(range(0, ax)) : undefined];
+    return [gx, needs[1] ? gxhat.sum([0, 1]).reshape([...w!.shape]) : undefined, gb];
   },
   // The running statistics are buffers, but their cotangents are cheap and exact, so a caller
   // that asks for them gets them rather than silent zeros.
