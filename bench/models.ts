@@ -1,5 +1,5 @@
 /**
- * Whole-model inference latency: volution's exported inference graph vs the
+ * Whole-model inference latency: volution's in-process inference graph vs the
  * official PyTorch model exported by PyTorch's own ONNX exporter, both run by
  * the same onnxruntime-node in the same process with the same session
  * options (2 intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL).
@@ -156,7 +156,7 @@ for (const name of args.models.split(',').map((s) => s.trim())) {
 
 const ort = await import('onnxruntime-node');
 console.log(`onnxruntime-node ${ort.env.versions.node} (cpu), ${threads} intra-op threads, 1 inter-op, sequential, ORT_ENABLE_ALL, no spin-waiting; median of ${reps} alternating runs after ${warmup} warm-ups`);
-console.log('ours: volution exportInference (BatchNorms folded); baseline: the official model exported by torch.onnx.export; both with a dynamic batch');
+console.log('ours: volution createInferenceRunner (BatchNorms and conv residuals folded, ONNX Runtime contrib ops); baseline: the official model exported by torch.onnx.export; both with a dynamic batch');
 console.log(['model'.padEnd(18), 'batch'.padStart(5), 'ours ms'.padStart(9), 'baseline ms'.padStart(12), 'ours/baseline'.padStart(14)].join('  '));
 for (const r of rows) {
   console.log([r.model.padEnd(18), String(r.batch).padStart(5), r.ours.toFixed(1).padStart(9), r.baseline.toFixed(1).padStart(12), r.ratio.toFixed(2).padStart(14)].join('  '));

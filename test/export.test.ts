@@ -3,6 +3,8 @@ import { compile } from '../src/backends/compile.js';
 import { OrtSession } from '../src/backends/ort/session.js';
 import { createInferenceRunner, exportInference, maxRelativeDifference } from '../src/backends/passes/export.js';
 import { foldBatchNorm } from '../src/backends/passes/fold_bn.js';
+import { foldConvResidual } from '../src/backends/passes/fold_residual.js';
+import { tokenLayout } from '../src/backends/passes/token_layout.js';
 import type { ParamGraph } from '../src/backends/passes/rewrite.js';
 import { fromRef, interpret } from '../src/backends/reference/interpreter.js';
 import { ConfigError } from '../src/errors.js';
@@ -113,6 +115,71 @@ describe('foldBatchNorm', () => {
   });
 });
 
+/** Traces `fn` over the parameters it uses, for the graph passes. */
+function traced(fn: (x: Tensor) => Tensor, shape: readonly number[]): ParamGraph {
+  const t = trace(fn, [{ dtype: 'float32', shape, name: 'input' }]);
+  return { graph: t.graph, params: paramValues(t) };
+}
+
+describe('foldConvResidual', () => {
+  const rng = new Rng(3);
+  const dw = (name: string, k: number) => new Parameter(randn(rng, [8, 1, k, k], 0.3), { name });
+  const w3 = dw('w3', 3);
+  const w5 = dw('w5', 5);
+  const wShared = dw('shared', 3);
+  const wStrided = dw('strided', 3);
+  const wDense = new Parameter(randn(rng, [8, 8, 3, 3], 0.1), { name: 'dense' });
+  const bias = new Parameter(randn(rng, [8], 0.1), { name: 'bias' });
+  const source = traced((x) => {
+    let y = x.add(conv2d(x, w3, bias, { padding: 1, groups: 8 })); // folds
+    y = conv2d(y, w5, undefined, { padding: 4, dilation: 2, groups: 8 }).add(y); // folds: dilated, centred, either order
+    y = y.add(conv2d(y, wDense, undefined, { padding: 1 })); // dense conv: kept
+    const shared = conv2d(y, wShared, undefined, { padding: 1, groups: 8 });
+    y = y.add(shared).mul(shared); // the conv's output has another use: kept
+    const down = conv2d(y, wStrided, undefined, { padding: 1, stride: 2, groups: 8 });
+    return down.add(y.slice(2, 0, 8, 2).slice(3, 0, 8, 2)); // strided: not a residual of its own input
+  }, [2, 8, 8, 8]);
+  const folded = foldConvResidual(source);
+
+  it('folds x + dwconv(x) for centred stride-1 depthwise convs only', () => {
+    expect(folded.folded).toBe(2);
+    const count = (g: ParamGraph, op: string) => g.graph.liveNodes().filter((n) => n.op === op).length;
+    expect(count(folded, 'add')).toBe(count(source, 'add') - 2);
+    expect(count(folded, 'conv2d')).toBe(count(source, 'conv2d'));
+    // the centre tap gained one, the others are unchanged
+    const w = [...folded.params].find(([v]) => v.name === w3.name)![1];
+    expect(w.get(4) - w3.data.get(4)).toBeCloseTo(1, 6);
+    expect(w.get(3)).toBe(w3.data.get(3));
+  });
+
+  it('computes the same function', () => {
+    const x = randn(new Rng(1), [2, 8, 8, 8]);
+    expect(maxRelativeDifference(run(folded, x), run(source, x))).toBeLessThan(1e-6);
+  });
+});
+
+describe('tokenLayout', () => {
+  const rng = new Rng(4);
+  const w = new Parameter(randn(rng, [6, 6], 0.3), { name: 'w' });
+  const source = traced((x) => {
+    const tokens = x.flatten(2).transpose(1, 2); // map → tokens
+    const map = tokens.matmul(w).transpose(1, 2).reshape(2, 6, 4, 5); // tokens → map
+    return map.relu().reshape(2, 6, 20).transpose(1, 2).reshape(2, 6, 20); // a chain of three: the first two pair up
+  }, [2, 6, 4, 5]);
+  const rewritten = tokenLayout(source);
+
+  it('moves map ↔ token transposes next to the map', () => {
+    expect(rewritten.rewritten).toBe(3);
+    const perms = rewritten.graph.liveNodes().filter((n) => n.op === 'transpose').map((n) => (n.attrs.perm as number[]).join(''));
+    expect(perms).toEqual(['0231', '0312', '0231']);
+  });
+
+  it('computes the same function', () => {
+    const x = randn(new Rng(2), [2, 6, 4, 5]);
+    expect(maxRelativeDifference(run(rewritten, x), run(source, x))).toBe(0);
+  });
+});
+
 describe('countMacs', () => {
   it('counts conv, transposed conv and matmul multiply-accumulates only', () => {
     const w = new Parameter(NDArray.float32([8, 1, 3, 3]), { name: 'w' });
@@ -165,7 +232,7 @@ describe('exportInference', () => {
 
   it('exports a fixed batch with BatchNorms folded', async () => {
     const e = exportInference(fn, [3, 16, 16], { batch: 4 });
-    expect(e.foldedBatchNorms).toBe(3);
+    expect(e.folded).toEqual({ batchNorms: 3, residuals: 0 });
     expect(await check(e.bytes, 4)).toBeLessThan(1e-5);
   });
 
@@ -177,7 +244,7 @@ describe('exportInference', () => {
   it('opens a runner with a dynamic batch by default: one session serves every batch size', async () => {
     const runner = await createInferenceRunner(fn, [3, 16, 16], { spinWait: false });
     try {
-      expect(runner.foldedBatchNorms).toBe(3);
+      expect(runner.folded.batchNorms).toBe(3);
       for (const batch of [1, 4]) {
         const x = randn(new Rng(batch), [batch, 3, 16, 16]);
         expect(maxRelativeDifference(await runner.run(x), (await reference(x))[0]!)).toBeLessThan(1e-5);

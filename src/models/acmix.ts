@@ -469,6 +469,14 @@ function shiftedWindowMask(h: number, w: number, ws: number, shift: number): NDA
 }
 
 /**
+ * The official mask is −100 (the buffer keeps it). Added as is, it leaves attention weights of e^−100 ≈ 4·10⁻⁴⁴:
+ * float32 denormals, which the softmax and the attention·v product process several times slower (ACmix-Swin-T's
+ * forward took 1.2× as long), for terms far below float32 resolution. Scaled to −10⁴ they underflow to exact zeros:
+ * the outputs agree to float32 rounding unless a masked logit exceeds its row's unmasked maximum by more than ~84.
+ */
+const MASK_SCALE = 100;
+
+/**
  * `WindowAttention_acmix`: on the LN-ed (and rolled) map [B, H, W, C],
  * - one `qkv` Linear (channel t·C + h·hd + d);
  * - conv path on the whole rolled map (zero padding at the border, across
@@ -538,8 +546,15 @@ export class WindowAttentionACmix extends Module {
 
     const windows = windowPartition(qkv, ws).reshape(-1, n, 3, nh, hd).permute(2, 0, 3, 1, 4);
     const [q, k, v] = [0, 1, 2].map((i) => windows.select(0, i)) as [Tensor, Tensor, Tensor];
-    let attn = q.mul(this.scale).matmul(k.mT).add(this.relativePositionBias().unsqueeze(0));
-    if (mask) attn = attn.reshape(-1, mask.dim(0), nh, n, n).add(mask.unsqueeze(1).unsqueeze(0)).reshape(-1, nh, n, n);
+    let attn = q.mul(this.scale).matmul(k.mT);
+    const bias = this.relativePositionBias();
+    if (mask) {
+      // Bias and mask are summed first (one pass over the attention logits instead of two).
+      const biasAndMask = bias.add(mask.mul(MASK_SCALE).unsqueeze(1));
+      attn = attn.reshape(-1, mask.dim(0), nh, n, n).add(biasAndMask).reshape(-1, nh, n, n);
+    } else {
+      attn = attn.add(bias.unsqueeze(0));
+    }
     attn = this.attn_drop.call(this.softmax.call(attn));
     const y = this.proj.call(attn.matmul(v).transpose(1, 2).reshape(-1, n, c));
     const outAtt = windowReverse(y.reshape(-1, ws, ws, c), ws, h, w);

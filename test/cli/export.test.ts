@@ -37,7 +37,7 @@ describe('volution export', () => {
     const r = await cli('export', ...args, '--out', out, '--batch', '2');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/10 BatchNorms folded/);
+    expect(r.stdout).toMatch(/10 BatchNorms and 0 residuals folded/);
     expect(r.stdout).toMatch(/max relative difference \d\.\d\de-\d+ at batch 2 \(onnxruntime-node/);
     expect(readdirSync(dir)).toEqual(['ceit.onnx']);
     expect(maxRelativeDifference(await runOnnx(out, input), logits)).toBeLessThan(1e-4);
@@ -48,9 +48,9 @@ describe('volution export', () => {
     const dynamic = join(dir, 'dynamic.onnx');
     const unfolded = join(dir, 'unfolded.onnx');
     expect((await cli('export', ...args, '--out', dynamic, '--batch', 'dynamic')).code).toBe(0);
-    const r = await cli('export', ...args, '--out', unfolded, '--batch', 'dynamic', '--no-fold-bn');
+    const r = await cli('export', ...args, '--out', unfolded, '--batch', 'dynamic', '--no-fold');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/0 BatchNorms folded/);
+    expect(r.stdout).toMatch(/0 BatchNorms and 0 residuals folded/);
     for (const n of [1, 3]) {
       const x = batchOf(input, n);
       const [a, b] = [await runOnnx(dynamic, x), await runOnnx(unfolded, x)];

@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { compile } from '../../src/backends/compile.js';
 import { ShapeError } from '../../src/errors.js';
+import type { Value } from '../../src/ir/graph.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { Conv2d, Sequential } from '../../src/nn/layers.js';
 import type { Module } from '../../src/nn/module.js';
@@ -27,7 +28,8 @@ import {
   pretrainedConfig,
 } from '../../src/models/index.js';
 import { Rng } from '../../src/rng.js';
-import { trace } from '../../src/tensor/function.js';
+import { fromRef, interpret } from '../../src/backends/reference/interpreter.js';
+import { paramValues, trace } from '../../src/tensor/function.js';
 import { type Tensor, concat, constant, unfold } from '../../src/tensor/tensor.js';
 import { type FixtureCase, loadFixture } from '../helpers/fixtures.js';
 import { expectClose, maxAbs, maxAbsDiff, randn } from '../helpers/opcheck.js';
@@ -290,6 +292,24 @@ describe('acmix: small forwards', () => {
     const { output } = await runModule(model, input([2, 3, 32, 32], 4));
     expect(output.shape).toEqual([2, 16]);
     expect(finite(output)).toBe(true);
+  });
+
+  it('ACmix-Swin: masked attention weights are exact zeros, not e^−100 denormals (the buffer keeps −100)', () => {
+    const model = createModel('acmix_swin', { img_size: 32, embed_dim: 8, depths: [2, 2], num_heads: [1, 2], window_size: 4, num_classes: 0 }) as SwinTransformerACmix;
+    model.eval();
+    const t = trace((x) => model.call(x), [{ dtype: 'float32', shape: [1, 3, 32, 32], name: 'input' }]);
+    const softmax = t.graph.liveNodes().find((n) => n.op === 'softmax' && n.scope.startsWith('layers.0.blocks.1.'))!;
+    const feeds = new Map<Value, NDArray>(paramValues(t));
+    feeds.set(t.graph.inputs.find((v) => v.role === 'input')!, input([1, 3, 32, 32], 5));
+    // The float64 reference: e^−100 would be a normal, non-zero weight there.
+    const weights = fromRef(interpret(t.graph, feeds, [softmax.outputs[0]!])[0]!, 'float64');
+    const mask = model.layers[0]!.blocks[1]!.attn_mask!.data; // [windows, 16, 16]; one image, one head
+    expect(weights.shape).toEqual([4, 1, 16, 16]);
+    expect(new Set(Array.from(mask.toFloat64()))).toEqual(new Set([0, -100]));
+    for (let i = 0; i < mask.size; i++) {
+      if (mask.get(i) === -100) expect(weights.get(i)).toBe(0);
+      else expect(weights.get(i)).toBeGreaterThan(1e-6);
+    }
   });
 
   it('resetClassifier replaces the head', async () => {

@@ -1,6 +1,7 @@
 /**
  * Inference export: trace a one-input function in eval mode, fold
- * BatchNorms into convolutions, optionally free the batch dimension, and
+ * BatchNorms and depthwise-conv residuals into convolutions, put map ↔ token
+ * transposes where ONNX Runtime fuses them, optionally free the batch dimension, and
  * emit a standalone ONNX model (weights as initializers). Also the check
  * that an exported file computes what the traced function computes.
  */
@@ -12,7 +13,9 @@ import { toOnnx } from '../onnx/model.js';
 import { OrtSession, type OrtOptions } from '../ort/session.js';
 import { dynamicBatchTargets } from './dynamic_batch.js';
 import { foldBatchNorm } from './fold_bn.js';
+import { foldConvResidual } from './fold_residual.js';
 import type { ParamGraph } from './rewrite.js';
+import { tokenLayout } from './token_layout.js';
 
 export interface InferenceExportOptions {
   /**
@@ -21,8 +24,11 @@ export interface InferenceExportOptions {
    * Reshape → Gemm → Reshape and loses its BiasGelu fusion (10–17% slower over whole transformers).
    */
   batch?: number | 'dynamic';
-  /** Fold eval BatchNorms into the preceding convolutions (default true). */
-  foldBatchNorm?: boolean;
+  /**
+   * Fold eval BatchNorms into adjacent convolutions and `x + dwconv(x)` residuals into the depthwise conv (default
+   * true). False keeps the graph as traced: what `volution export` checks the folded graph against.
+   */
+  fold?: boolean;
   /** ONNX name of the input (default 'input'). */
   inputName?: string;
   /** ONNX name of the output (default 'logits'). */
@@ -37,7 +43,12 @@ export interface InferenceExport {
   readonly bytes: Uint8Array;
   /** The emitted graph and its weights (after folding). */
   readonly graph: ParamGraph;
-  readonly foldedBatchNorms: number;
+  readonly folded: FoldCounts;
+}
+
+export interface FoldCounts {
+  readonly batchNorms: number;
+  readonly residuals: number;
 }
 
 /** Batch sizes traced for a dynamic batch: both above 1, as batch 1 hides some ops (a no-op expand). */
@@ -57,12 +68,15 @@ export function exportInference(fn: TensorFn, sampleShape: readonly number[], op
     if (t.updates.length || t.randoms.length) throw new ConfigError('export needs a model in eval mode (it updated buffers or drew dropout noise); call model.eval() first');
     if (t.numOutputs !== 1) throw new ConfigError(`export expects a function with one output, got ${t.numOutputs}`);
     const source: ParamGraph = { graph: t.graph, params: paramValues(t) };
-    return opts.foldBatchNorm === false ? { ...source, folded: 0 } : foldBatchNorm(source);
+    if (opts.fold === false) return { ...tokenLayout(source), folded: { batchNorms: 0, residuals: 0 } };
+    const bn = foldBatchNorm(source);
+    const residual = foldConvResidual(bn);
+    return { ...tokenLayout(residual), folded: { batchNorms: bn.folded, residuals: residual.folded } };
   };
   const common = { params: 'initializers' as const, outputNames: [opts.outputName ?? 'logits'], docString: opts.docString, metadata: opts.metadata, contribOps: opts.contribOps ?? false };
   if (batch !== 'dynamic') {
     const g = traceAt(batch);
-    return { bytes: toOnnx(g.graph, { ...common, paramValues: g.params }), graph: g, foldedBatchNorms: g.folded };
+    return { bytes: toOnnx(g.graph, { ...common, paramValues: g.params }), graph: g, folded: g.folded };
   }
   const [ba, bb] = DYNAMIC_TRACE_BATCHES;
   const a = traceAt(ba);
@@ -75,7 +89,7 @@ export function exportInference(fn: TensorFn, sampleShape: readonly number[], op
     if (v.shape[0] !== a.graph.outputs[i]!.shape[0]) symbolic.set(v, batchDim);
   });
   const bytes = toOnnx(b.graph, { ...common, paramValues: b.params, shapeTargets, symbolicDims: symbolic });
-  return { bytes, graph: b, foldedBatchNorms: b.folded };
+  return { bytes, graph: b, folded: b.folded };
 }
 
 /** max |a − b| / max |b|: the relative error of `a` against the reference `b`. */
@@ -113,22 +127,22 @@ export interface InferenceRunner {
   /** Runs one batch; returns the output. */
   run(x: NDArray): Promise<NDArray>;
   release(): Promise<void>;
-  readonly foldedBatchNorms: number;
+  readonly folded: FoldCounts;
 }
 
 /**
  * Exports `fn` for inference (BatchNorms folded) and opens it in ONNX
  * Runtime; with the default dynamic batch one session serves every size.
  */
-export async function createInferenceRunner(fn: TensorFn, sampleShape: readonly number[], opts: OrtOptions & Pick<InferenceExportOptions, 'batch' | 'foldBatchNorm'> = {}): Promise<InferenceRunner> {
+export async function createInferenceRunner(fn: TensorFn, sampleShape: readonly number[], opts: OrtOptions & Pick<InferenceExportOptions, 'batch' | 'fold'> = {}): Promise<InferenceRunner> {
   // Never written to a file: ORT's contrib kernels are fair game.
-  const exported = exportInference(fn, sampleShape, { batch: opts.batch, foldBatchNorm: opts.foldBatchNorm, contribOps: true });
+  const exported = exportInference(fn, sampleShape, { batch: opts.batch, fold: opts.fold, contribOps: true });
   const session = await OrtSession.create(exported.bytes, opts);
   const [input] = session.inputNames;
   const [output] = session.outputNames;
   return {
     run: async (x) => (await session.run({ [input!]: x }))[output!]!,
     release: () => session.release(),
-    foldedBatchNorms: exported.foldedBatchNorms,
+    folded: exported.folded,
   };
 }

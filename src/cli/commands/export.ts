@@ -1,4 +1,4 @@
-/** `volution export`: an ONNX inference graph, BatchNorms folded, checked in ONNX Runtime before it is written. */
+/** `volution export`: an ONNX inference graph, BatchNorms and conv residuals folded, checked in ONNX Runtime before it is written. */
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { compile } from '../../backends/compile.js';
@@ -14,7 +14,7 @@ import { type ModelCliOptions, addModelOptions, addThreadsOption, backendDescrip
 interface ExportCliOptions extends ModelCliOptions {
   out: string;
   batch: number | 'dynamic';
-  foldBn: boolean;
+  fold: boolean;
   threads: number;
 }
 
@@ -30,6 +30,8 @@ function parseBatch(value: string): number | 'dynamic' {
   }
 }
 
+const plural = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 function randomInput(rng: Rng, shape: readonly number[]): NDArray<'float32'> {
   const x = NDArray.float32(shape);
   for (let i = 0; i < x.size; i++) x.data[i] = rng.normal();
@@ -39,10 +41,10 @@ function randomInput(rng: Rng, shape: readonly number[]): NDArray<'float32'> {
 export function registerExport(program: Command, io: CliIO): Command {
   const cmd = program
     .command('export')
-    .description('export an ONNX inference graph (opset 17, BatchNorms folded into convolutions), checked in ONNX Runtime')
+    .description('export an ONNX inference graph (opset 17, BatchNorms and depthwise-conv residuals folded into convolutions), checked in ONNX Runtime')
     .requiredOption('--out <file.onnx>', 'where to write the model (atomically)')
     .option('--batch <n|dynamic>', "'dynamic' (default: a symbolic batch dimension) or a fixed batch size", parseBatch, 'dynamic')
-    .option('--no-fold-bn', 'keep BatchNorm nodes (default: fold them into the convolution before them, or into an unpadded one after them)');
+    .option('--no-fold', 'keep the graph as traced (default: fold each BatchNorm into the convolution before it or an unpadded one after it, and x + dwconv(x) into the depthwise conv)');
   addModelOptions(cmd, 'optional');
   addThreadsOption(cmd);
   return cmd
@@ -54,7 +56,7 @@ export function registerExport(program: Command, io: CliIO): Command {
       const fn = (x: Tensor) => model.call(x);
       const exported = exportInference(fn, pretrained.inputSize, {
         batch: opts.batch,
-        foldBatchNorm: opts.foldBn,
+        fold: opts.fold,
         docString: `${name} exported by volution`,
         metadata: { 'volution.config': JSON.stringify(identity), 'volution.pretrained': JSON.stringify(preprocessing) },
       });
@@ -71,7 +73,7 @@ export function registerExport(program: Command, io: CliIO): Command {
       if (!(diff <= EXPORT_TOLERANCE)) throw new RuntimeFailure(`the exported graph disagrees with the traced model: ${check}, above ${EXPORT_TOLERANCE}; nothing written`);
       await writeFileAtomic(opts.out, exported.bytes);
       const nodes = exported.graph.graph.liveNodes().length;
-      io.out(`wrote ${opts.out}: ${name}, batch ${opts.batch}, ${formatCount(exported.bytes.length, 'B')}, ${formatInt(nodes)} graph nodes, ${exported.foldedBatchNorms} BatchNorm${exported.foldedBatchNorms === 1 ? '' : 's'} folded\n`);
+      io.out(`wrote ${opts.out}: ${name}, batch ${opts.batch}, ${formatCount(exported.bytes.length, 'B')}, ${formatInt(nodes)} graph nodes, ${plural(exported.folded.batchNorms, 'BatchNorm')} and ${plural(exported.folded.residuals, 'residual')} folded\n`);
       io.out(`check against the unfolded model in ONNX Runtime: ${check}\n`);
     });
 }
