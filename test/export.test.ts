@@ -4,6 +4,7 @@ import { OrtSession } from '../src/backends/ort/session.js';
 import { createInferenceRunner, exportInference, maxRelativeDifference } from '../src/backends/passes/export.js';
 import { foldBatchNorm } from '../src/backends/passes/fold_bn.js';
 import { foldConvResidual } from '../src/backends/passes/fold_residual.js';
+import { fuseAttention } from '../src/backends/passes/fuse_attention.js';
 import { tokenLayout } from '../src/backends/passes/token_layout.js';
 import type { ParamGraph } from '../src/backends/passes/rewrite.js';
 import { fromRef, interpret } from '../src/backends/reference/interpreter.js';
@@ -11,7 +12,8 @@ import { ConfigError } from '../src/errors.js';
 import { countMacs, macsByScope, stageOf } from '../src/ir/analysis.js';
 import type { Value } from '../src/ir/graph.js';
 import { NDArray } from '../src/ir/ndarray.js';
-import { BatchNorm2d, Conv2d, Linear } from '../src/nn/layers.js';
+import { Attention, BatchNorm2d, Conv2d, Linear } from '../src/nn/layers.js';
+import { UniFormerAttention } from '../src/models/uniformer.js';
 import { Module } from '../src/nn/module.js';
 import { Rng } from '../src/rng.js';
 import { paramValues, trace } from '../src/tensor/function.js';
@@ -177,6 +179,42 @@ describe('tokenLayout', () => {
   it('computes the same function', () => {
     const x = randn(new Rng(2), [2, 6, 4, 5]);
     expect(maxRelativeDifference(run(rewritten, x), run(source, x))).toBe(0);
+  });
+});
+
+describe('fuseAttention', () => {
+  class Attentions extends Module {
+    readonly rng = new Rng(5);
+    timm = new Attention(8, { rng: this.rng, heads: 2, qkvBias: true }); // (q·scale)·kᵀ, qkv bias
+    official = new UniFormerAttention(8, { rng: this.rng, heads: 4, qkvBias: false, qkScale: null, attnDrop: 0, projDrop: 0 }); // (q·kᵀ)·scale, no bias
+    kept = new UniFormerAttention(8, { rng: this.rng, heads: 2, qkvBias: true, qkScale: 0.5, attnDrop: 0, projDrop: 0 });
+    forward(x: Tensor): Tensor {
+      const y = this.official.call(this.timm.call(x));
+      const { out, attn } = this.kept.attend(y); // its probabilities are used again: not fused
+      return out.add(attn.mean(1).matmul(y));
+    }
+  }
+  const model = new Attentions().nameParameters().eval();
+  const source = traced((x) => model.call(x), [2, 5, 8]);
+  const fused = fuseAttention(source);
+
+  it('fuses both scale placements, with and without a qkv bias, and leaves attention whose probabilities are reused', () => {
+    expect(fused.fused).toBe(2);
+    const nodes = fused.graph.liveNodes();
+    expect(nodes.filter((n) => n.op === 'self_attention').map((n) => n.attrs.heads)).toEqual([2, 4]);
+    expect(nodes.filter((n) => n.op === 'softmax')).toHaveLength(1);
+    expect([...fused.params.keys()].map((v) => v.name).filter((n) => n.includes('zero_bias'))).toHaveLength(1);
+  });
+
+  it('computes the same function', () => {
+    const x = randn(new Rng(6), [2, 5, 8]);
+    expect(maxRelativeDifference(run(fused, x), run(source, x))).toBeLessThan(1e-6);
+  });
+
+  it('is used by in-process runners only: exported files stay standard ONNX', () => {
+    const fn = (x: Tensor) => model.official.call(model.timm.call(x));
+    const op = (contribOps: boolean) => exportInference(fn, [5, 8], { contribOps }).graph.graph.liveNodes().filter((n) => n.op === 'self_attention').length;
+    expect([op(true), op(false)]).toEqual([2, 0]);
   });
 });
 

@@ -76,6 +76,12 @@ export interface OpAttrs {
   batch_norm: { epsilon: number };
   batch_norm_train: { epsilon: number };
   topk: { k: number; axis: number; largest: boolean };
+  // fusions (made by inference passes, never by tracing; no VJP rule)
+  /**
+   * Multi-head self-attention of x [B, N, C] with one qkv projection w [C, 3C] + b [3C] (channels (3, heads, C/heads)):
+   * softmax(q·kᵀ·scale)·v per head, heads concatenated → [B, N, C]. `fuseAttention` makes it from the traced ops.
+   */
+  self_attention: { heads: number; scale: number };
 }
 
 export type OpName = keyof OpAttrs;
@@ -525,6 +531,19 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
     infer([x], { axis }) {
       requireFloat(x!);
       normAxis(axis, x!.shape.length);
+      return [x!];
+    },
+  },
+  self_attention: {
+    arity: 3,
+    infer([x, w, b], { heads, scale }) {
+      requireFloat(x!);
+      intAttr('heads', heads, 1);
+      if (!(scale > 0)) badAttr(`self_attention scale must be > 0, got ${scale}`);
+      if (x!.shape.length !== 3) fail(`self_attention expects tokens [B, N, C], got ${fmtShape(x!.shape)}`);
+      const c = x!.shape[2]!;
+      if (c % heads) fail(`self_attention: ${c} channels do not split into ${heads} heads`);
+      if (w!.shape.join() !== [c, 3 * c].join() || b!.shape.join() !== String(3 * c)) fail(`self_attention: weight ${fmtShape(w!.shape)} and bias ${fmtShape(b!.shape)} must be [${c}, ${3 * c}] and [${3 * c}]`);
       return [x!];
     },
   },

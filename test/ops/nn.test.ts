@@ -214,6 +214,30 @@ describe('topk', () => {
   });
 });
 
+describe('self_attention (an inference fusion: ONNX Runtime\'s contrib Attention)', () => {
+  const [x, w, b] = [randn([2, 5, 8], 61), randn([8, 24], 62), randn([24], 63)];
+  const fused = (t: Tensor, wt: Tensor, bt: Tensor) => emit('self_attention', [t, wt, bt], { heads: 2, scale: 0.25 })[0]!;
+  /** The same attention in primitive ops, channels (3, heads, head size); the scale is exact in float32, as its constant there is. */
+  const unfused = (t: Tensor, wt: Tensor, bt: Tensor) => {
+    const qkv = t.matmul(wt).add(bt).reshape(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4);
+    const [q, k, v] = [0, 1, 2].map((i) => qkv.select(0, i)) as [Tensor, Tensor, Tensor];
+    return q.matmul(k.mT).mul(0.25).softmax(-1).matmul(v).transpose(1, 2).reshape(2, 5, 8);
+  };
+
+  it('ONNX Runtime equals the reference, and the reference equals the primitive ops', async () => {
+    const [y] = await checkOp({ fn: fused, inputs: [x, w, b], wrt: [] });
+    expectClose(y!.data, runRef(unfused, [x, w, b])[0]!.data, 1e-12, 'fused vs primitive ops');
+  });
+  it('has no VJP rule: it is never traced, only made by inference passes', () => {
+    expect(() => trace((t, wt, bt) => grad(fused(t, wt, bt).sum(), [t]), [x, w, b].map((a) => ({ dtype: 'float32' as const, shape: a.shape })))).toThrow(/op 'self_attention' has no VJP rule/);
+  });
+  it('checks shapes and heads', () => {
+    const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
+    expectThrows(() => trace(fused, [spec([2, 5, 8]), spec([8, 16]), spec([24])]), ShapeError, '[8, 16]', '[8, 24]');
+    expectThrows(() => trace((t, wt, bt) => emit('self_attention', [t, wt, bt], { heads: 3, scale: 1 })[0]!, [spec([2, 5, 8]), spec([8, 24]), spec([24])]), ShapeError, '3 heads');
+  });
+});
+
 describe('bad inputs', () => {
   it('gather with float indices', () => {
     expectThrows(() => trace((x, i) => x.indexSelect(0, i), [{ dtype: 'float32', shape: [3, 4] }, { dtype: 'float32', shape: [2] }]), ShapeError, 'int64', '[3, 4]', '[2]');

@@ -14,6 +14,7 @@ import { OrtSession, type OrtOptions } from '../ort/session.js';
 import { dynamicBatchTargets } from './dynamic_batch.js';
 import { foldBatchNorm } from './fold_bn.js';
 import { foldConvResidual } from './fold_residual.js';
+import { fuseAttention } from './fuse_attention.js';
 import type { ParamGraph } from './rewrite.js';
 import { tokenLayout } from './token_layout.js';
 
@@ -35,7 +36,10 @@ export interface InferenceExportOptions {
   outputName?: string;
   docString?: string;
   metadata?: Readonly<Record<string, string>>;
-  /** Allow ONNX Runtime's contrib ops (default false: a portable file; see `EmitOptions.contribOps`). */
+  /**
+   * Allow ONNX Runtime's contrib ops (default false: a portable file; see `EmitOptions.contribOps`). With them,
+   * self-attention blocks are fused into its `Attention` kernel (`fuseAttention`).
+   */
   contribOps?: boolean;
 }
 
@@ -68,10 +72,11 @@ export function exportInference(fn: TensorFn, sampleShape: readonly number[], op
     if (t.updates.length || t.randoms.length) throw new ConfigError('export needs a model in eval mode (it updated buffers or drew dropout noise); call model.eval() first');
     if (t.numOutputs !== 1) throw new ConfigError(`export expects a function with one output, got ${t.numOutputs}`);
     const source: ParamGraph = { graph: t.graph, params: paramValues(t) };
-    if (opts.fold === false) return { ...tokenLayout(source), folded: { batchNorms: 0, residuals: 0 } };
-    const bn = foldBatchNorm(source);
-    const residual = foldConvResidual(bn);
-    return { ...tokenLayout(residual), folded: { batchNorms: bn.folded, residuals: residual.folded } };
+    const bn = opts.fold === false ? { ...source, folded: 0 } : foldBatchNorm(source);
+    const residual = opts.fold === false ? { ...bn, folded: 0 } : foldConvResidual(bn);
+    const laidOut = tokenLayout(residual);
+    const { graph, params } = opts.contribOps ? fuseAttention(laidOut) : laidOut;
+    return { graph, params, folded: { batchNorms: bn.folded, residuals: residual.folded } };
   };
   const common = { params: 'initializers' as const, outputNames: [opts.outputName ?? 'logits'], docString: opts.docString, metadata: opts.metadata, contribOps: opts.contribOps ?? false };
   if (batch !== 'dynamic') {

@@ -1,7 +1,8 @@
+import { RuntimeFailure } from '../../../errors.js';
 import { type DType, NDArray, numel } from '../../../ir/ndarray.js';
 import type { EmitContext } from '../model.js';
 import type { EmitterTable } from './types.js';
-import { attrsOf } from './types.js';
+import { MS_DOMAIN, attrsOf } from './types.js';
 
 /** A constant of `shape` filled with `v`, in `dtype` (Pad's value and LayerNormalization's Scale must match the data's type). */
 function filled(ctx: EmitContext, dtype: DType, shape: readonly number[], v: number): string {
@@ -17,7 +18,7 @@ function filled(ctx: EmitContext, dtype: DType, shape: readonly number[], v: num
 const flag = (b: boolean) => ({ int: b ? 1 : 0 });
 
 export const nnEmitters: EmitterTable<
-  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk'
+  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk' | 'self_attention'
 > = {
   pad: (ctx, node, [x]) => {
     const { pads, mode, value } = attrsOf(node, 'pad');
@@ -63,5 +64,11 @@ export const nnEmitters: EmitterTable<
   topk: (ctx, node, [x]) => {
     const { k, axis, largest } = attrsOf(node, 'topk');
     return ctx.node('TopK', [x!, ctx.ints([k])], { axis: { int: axis }, largest: flag(largest), sorted: flag(true) }, 2);
+  },
+  self_attention: (ctx, node, inputs) => {
+    // Made only for in-process graphs (`fuseAttention`), where contrib ops are allowed.
+    if (!ctx.contribOps) throw new RuntimeFailure('self_attention is ONNX Runtime\'s contrib Attention op: emit with contribOps');
+    const { heads, scale } = attrsOf(node, 'self_attention');
+    return ctx.node('Attention', inputs, { num_heads: { int: heads }, scale: { float: scale } }, 1, MS_DOMAIN);
   },
 };

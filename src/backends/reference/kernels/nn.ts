@@ -65,7 +65,7 @@ function forEachLane(shape: readonly number[], axis: number, fn: (at: (j: number
 }
 
 export const nnKernels: KernelTable<
-  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk'
+  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk' | 'self_attention'
 > = {
   pad: ([x], { pads, mode, value }, [out]) => {
     const r = x!.shape.length;
@@ -159,6 +159,43 @@ export const nnKernels: KernelTable<
     const s = x!.data.length / (x!.shape[0]! * c);
     const centred = ref(x!.shape, x!.data.map((v, i) => v - mean[Math.floor(i / s) % c]!));
     return [normalizeChannels(x!, w!, b!, mean, variance, epsilon), ref([c], mean), ref([c], variance), centred];
+  },
+  self_attention: ([x, w, b], { heads, scale }) => {
+    const [batch, n, c] = x!.shape as [number, number, number];
+    const d = c / heads;
+    // qkv[t][3c]: the projection of token t
+    const qkv = new Float64Array(batch * n * 3 * c);
+    for (let t = 0; t < batch * n; t++) {
+      for (let o = 0; o < 3 * c; o++) {
+        let acc = b!.data[o]!;
+        for (let i = 0; i < c; i++) acc += x!.data[t * c + i]! * w!.data[i * 3 * c + o]!;
+        qkv[t * 3 * c + o] = acc;
+      }
+    }
+    const at = (img: number, tok: number, part: number, head: number, j: number) => qkv[(img * n + tok) * 3 * c + part * c + head * d + j]!;
+    const y = ref(x!.shape);
+    const logits = new Float64Array(n);
+    for (let img = 0; img < batch; img++) {
+      for (let h = 0; h < heads; h++) {
+        for (let i = 0; i < n; i++) {
+          let mx = -Infinity;
+          for (let j = 0; j < n; j++) {
+            let dot = 0;
+            for (let e = 0; e < d; e++) dot += at(img, i, 0, h, e) * at(img, j, 1, h, e);
+            logits[j] = dot * scale;
+            mx = Math.max(mx, logits[j]!);
+          }
+          let sum = 0;
+          for (let j = 0; j < n; j++) sum += (logits[j] = Math.exp(logits[j]! - mx));
+          for (let e = 0; e < d; e++) {
+            let acc = 0;
+            for (let j = 0; j < n; j++) acc += logits[j]! * at(img, j, 2, h, e);
+            y.data[(img * n + i) * c + h * d + e] = acc / sum;
+          }
+        }
+      }
+    }
+    return [y];
   },
   topk: ([x], { k, axis, largest }, [out]) => {
     const ax = normAxis(axis, x!.shape.length);
