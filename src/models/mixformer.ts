@@ -133,22 +133,18 @@ function windowReverse(windows: Tensor, ws: number, h: number, w: number): Tenso
     .reshape(-1, h, w, c);
 }
 
-/** Windows to an NCHW map (the official `window_reverse2`). */
+/**
+ * Windows to an NCHW map (the official `window_reverse2`, one 6-D permute there). Done as windows → NHWC → NCHW:
+ * the same tensor, but each step moves contiguous runs (a window row of ws·C values, then one axis), where ONNX
+ * Runtime's transpose of the 6-D permute moves single values: 7× as long at 8×56×56×64.
+ */
 function windowsToImage(windows: Tensor, ws: number, h: number, w: number): Tensor {
-  const c = windows.dim(-1);
-  return windows
-    .reshape(-1, h / ws, w / ws, ws, ws, c)
-    .permute(0, 5, 1, 3, 2, 4)
-    .reshape(-1, c, h, w);
+  return windowReverse(windows, ws, h, w).permute(0, 3, 1, 2);
 }
 
-/** An NCHW map to windows (the official `window_partition2`). */
+/** An NCHW map to windows (the official `window_partition2`), NCHW → NHWC → windows for the same reason. */
 function imageToWindows(x: Tensor, ws: number): Tensor {
-  const [b, c, h, w] = x.shape as [number, number, number, number];
-  return x
-    .reshape(b, c, h / ws, ws, w / ws, ws)
-    .permute(0, 2, 4, 3, 5, 1)
-    .reshape(-1, ws * ws, c);
+  return windowPartition(x.permute(0, 2, 3, 1), ws);
 }
 
 /**
