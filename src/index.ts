@@ -32,6 +32,7 @@ export { trace, type Traced, type TensorFn } from './tensor/function.js';
 export { grad } from './autodiff/grad.js';
 export { compile, exportOnnx, type CompileOptions, type CompiledFn } from './backends/compile.js';
 export { toOnnx } from './backends/onnx/model.js';
+export { createInferenceRunner, exportInference, type FoldCounts, type InferenceExport, type InferenceExportOptions, type InferenceRunner } from './backends/passes/export.js';
 export { OrtSession, type OrtOptions } from './backends/ort/session.js';
 export { Rng } from './rng.js';
 export * as nn from './nn/index.js';

@@ -136,8 +136,9 @@ export interface InferenceRunner {
 }
 
 /**
- * Exports `fn` for inference (BatchNorms folded) and opens it in ONNX
- * Runtime; with the default dynamic batch one session serves every size.
+ * Exports `fn` for inference (folded, with attention fused into ONNX
+ * Runtime's contrib kernel) and opens it in ONNX Runtime; with the default
+ * dynamic batch one session serves every size.
  */
 export async function createInferenceRunner(fn: TensorFn, sampleShape: readonly number[], opts: OrtOptions & Pick<InferenceExportOptions, 'batch' | 'fold'> = {}): Promise<InferenceRunner> {
   // Never written to a file: ORT's contrib kernels are fair game.
