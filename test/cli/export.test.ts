@@ -60,6 +60,16 @@ describe('volution export', () => {
     }
   });
 
+  it('with --contrib-ops writes the fused graph volution runs (ONNX Runtime only), which agrees too', async () => {
+    const out = join(tempDir(), 'fused.onnx');
+    const r = await cli('export', ...args, '--out', out, '--contrib-ops');
+    expect(r.code).toBe(0);
+    const text = readFileSync(out).toString('latin1');
+    expect(text).toContain('com.microsoft');
+    expect(text).toContain('Attention');
+    expect(maxRelativeDifference(await runOnnx(out, input), logits)).toBeLessThan(1e-4);
+  });
+
   it('refuses a bad batch and writes nothing', async () => {
     const out = join(tempDir(), 'x.onnx');
     const r = await cli('export', ...args, '--out', out, '--batch', 'big');

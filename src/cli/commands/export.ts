@@ -15,6 +15,7 @@ interface ExportCliOptions extends ModelCliOptions {
   out: string;
   batch: number | 'dynamic';
   fold: boolean;
+  contribOps: boolean;
   threads: number;
 }
 
@@ -44,7 +45,8 @@ export function registerExport(program: Command, io: CliIO): Command {
     .description('export an ONNX inference graph (opset 17, BatchNorms and depthwise-conv residuals folded into convolutions), checked in ONNX Runtime')
     .requiredOption('--out <file.onnx>', 'where to write the model (atomically)')
     .option('--batch <n|dynamic>', "'dynamic' (default: a symbolic batch dimension) or a fixed batch size", parseBatch, 'dynamic')
-    .option('--no-fold', 'keep the graph as traced (default: fold each BatchNorm into the convolution before it or an unpadded one after it, and x + dwconv(x) into the depthwise conv)');
+    .option('--no-fold', 'keep the graph as traced (default: fold each BatchNorm into the convolution before it or an unpadded one after it, and x + dwconv(x) into the depthwise conv)')
+    .option('--contrib-ops', "use ONNX Runtime's contrib operators (fused GELU, self-attention as one Attention kernel): the graph volution itself runs, faster in ONNX Runtime but not portable to other runtimes", false);
   addModelOptions(cmd, 'optional');
   addThreadsOption(cmd);
   return cmd
@@ -57,6 +59,7 @@ export function registerExport(program: Command, io: CliIO): Command {
       const exported = exportInference(fn, pretrained.inputSize, {
         batch: opts.batch,
         fold: opts.fold,
+        contribOps: opts.contribOps,
         docString: `${name} exported by volution`,
         metadata: { 'volution.config': JSON.stringify(identity), 'volution.pretrained': JSON.stringify(preprocessing) },
       });
