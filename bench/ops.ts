@@ -6,7 +6,16 @@
  * forward bakes the weights into the graph (as inference does); forward +
  * backward takes them as inputs (as training does).
  *
- *   npx tsx bench/ops.ts [--reps 15] [--threads 1,2] [--only <regexp over case names>]
+ * `--depth d` (default 4) chains d copies of each shape-preserving op, each
+ * with its own parameters, in one graph (and in one PyTorch function), and
+ * reports the time per op: what the op costs inside a model or a train
+ * step. A single op per graph (`--depth 1`) also pays onnxruntime-node's
+ * copy of the whole output into a new JavaScript array on every call (1–3 ms
+ * at these sizes, more than the kernel itself for layer norm and GELU), a
+ * cost models and train steps pay once for their outputs, not per op.
+ * Max pooling changes the shape and always runs alone.
+ *
+ *   npx tsx bench/ops.ts [--reps 15] [--threads 1,2] [--depth 4] [--only <regexp over case names>]
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -36,6 +45,7 @@ const opt = (name: string, dflt: string) => {
 };
 const reps = Number(opt('reps', '15'));
 const threadList = opt('threads', '1,2').split(',').map(Number);
+const depth = Number(opt('depth', '4'));
 const casesPath = fileURLToPath(new URL('./ops_cases.json', import.meta.url));
 /** --only <regexp>: the cases whose name matches (default all). */
 const only = new RegExp(opt('only', ''), 'i');
@@ -93,9 +103,24 @@ async function median(f: () => Promise<unknown>): Promise<number> {
   return ts[ts.length >> 1]!;
 }
 
+/** How many copies of the case's op one graph chains (see --depth). */
+const depthOf = (c: Case) => (c.kind === 'maxpool' ? 1 : depth);
+
+/** `depthOf(c)` copies of the op, each with its own parameters, as one function of (x, ...all parameters). */
+function chain(c: Case, rng: Rng): { fn: (x: Tensor, ...p: Tensor[]) => Tensor; params: NDArray[] } {
+  const layers = Array.from({ length: depthOf(c) }, () => build(c, rng));
+  return {
+    fn: (x, ...p) => {
+      let at = 0;
+      return layers.reduce((y, layer) => layer.fn(y, ...p.slice(at, (at += layer.params.length))), x);
+    },
+    params: layers.flatMap((l) => l.params),
+  };
+}
+
 async function ours(c: Case, threads: number): Promise<{ fwd: number; fwdbwd: number }> {
   const rng = new Rng(0);
-  const { fn, params: ps } = build(c, rng);
+  const { fn, params: ps } = chain(c, rng);
   const x = randn(c.x, rng);
   // Forward as a model runs it: weights baked into the graph, which lets ONNX Runtime pre-pack them.
   // Forward+backward as training runs it: weights are inputs.
@@ -111,7 +136,8 @@ async function ours(c: Case, threads: number): Promise<{ fwd: number; fwdbwd: nu
     }) as TensorFn,
     { threads },
   );
-  const res = { fwd: await median(() => fwd(x)), fwdbwd: await median(() => fb(x, cot, ...ps)) };
+  const d = depthOf(c);
+  const res = { fwd: (await median(() => fwd(x))) / d, fwdbwd: (await median(() => fb(x, cot, ...ps))) / d };
   await fwd.release();
   await fb.release();
   return res;
@@ -131,12 +157,12 @@ const python = ['python3', '/usr/bin/python3'].find((py) => {
 function torchTimes(c: Case, threads: number): { fwd: number; fwdbwd: number } | undefined {
   if (!python) return undefined;
   const script = fileURLToPath(new URL('./torch_ops.py', import.meta.url));
-  const out = execFileSync(python, [script, JSON.stringify([c]), String(threads), String(reps)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const out = execFileSync(python, [script, JSON.stringify([c]), String(threads), String(reps), String(depthOf(c))], { encoding: 'utf8', maxBuffer: 1 << 20 });
   return (JSON.parse(out) as { fwd: number; fwdbwd: number }[])[0];
 }
 
 const fmt = (ms: number) => ms.toFixed(1).padStart(8);
-console.log(`bench/ops: median of ${reps} runs (ms); ratio = ours / PyTorch (< 1: faster)\n`);
+console.log(`bench/ops: median of ${reps} runs, ms per op (${depth} chained per graph, max pool alone); ratio = ours / PyTorch (< 1: faster)\n`);
 if (!python) console.log('(PyTorch not found: python3 -c "import torch" failed; showing ours only)\n');
 for (const threads of threadList) {
   console.log(`threads = ${threads}`);
