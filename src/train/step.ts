@@ -62,7 +62,7 @@ export class TrainStep {
         opts.optimizer.update(opts.groups, flat, { lr: lr!, step: step!, gradScale });
         return [loss, logits, norm];
       },
-      { threads: opts.threads, seed: opts.seed, rng: opts.rng },
+      { threads: opts.threads, seed: opts.seed, rng: opts.rng, memoryPattern: false },
     );
   }
 
