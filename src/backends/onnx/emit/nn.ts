@@ -39,7 +39,9 @@ export const nnEmitters: EmitterTable<
     const xv = node.inputs[0]!;
     // ONNX requires Scale; without a weight it is ones of the normalised shape.
     const scale = w ?? filled(ctx, xv.dtype, xv.shape.slice(axis), 1);
-    return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, 3);
+    // Mean and 1/std only when a backward pass reads them: writing them costs ORT's kernel about a quarter more time.
+    const stats = ctx.isUsed(node.outputs[1]!) || ctx.isUsed(node.outputs[2]!);
+    return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, stats ? 3 : 1);
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
   // BatchNormalization's training mode outputs updated running statistics rather than the
