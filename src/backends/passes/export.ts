@@ -72,8 +72,9 @@ export function exportInference(fn: TensorFn, sampleShape: readonly number[], op
     if (t.updates.length || t.randoms.length) throw new ConfigError('export needs a model in eval mode (it updated buffers or drew dropout noise); call model.eval() first');
     if (t.numOutputs !== 1) throw new ConfigError(`export expects a function with one output, got ${t.numOutputs}`);
     const source: ParamGraph = { graph: t.graph, params: paramValues(t) };
-    const bn = opts.fold === false ? { ...source, folded: 0 } : foldBatchNorm(source);
-    const residual = opts.fold === false ? { ...bn, folded: 0 } : foldConvResidual(bn);
+    const fold = opts.fold !== false;
+    const bn = fold ? foldBatchNorm(source) : { ...source, folded: 0 };
+    const residual = fold ? foldConvResidual(bn) : { ...bn, folded: 0 };
     const laidOut = tokenLayout(residual);
     const { graph, params } = opts.contribOps ? fuseAttention(laidOut) : laidOut;
     return { graph, params, folded: { batchNorms: bn.folded, residuals: residual.folded } };

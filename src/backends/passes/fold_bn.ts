@@ -14,7 +14,7 @@
  */
 import type { Node, Value } from '../../ir/graph.js';
 import { NDArray } from '../../ir/ndarray.js';
-import { type GraphRewriter, type ParamGraph, rewriteGraph, useCounts } from './rewrite.js';
+import { type GraphRewriter, type ParamGraph, paramIn, rewriteGraph, useCounts } from './rewrite.js';
 
 export interface FoldResult extends ParamGraph {
   /** How many BatchNorms were folded. */
@@ -23,7 +23,7 @@ export interface FoldResult extends ParamGraph {
 
 export function foldBatchNorm(source: ParamGraph): FoldResult {
   const uses = useCounts(source.graph);
-  const isParam = (v: Value | undefined) => v !== undefined && v.role === 'param' && source.params.has(v);
+  const isParam = paramIn(source);
   const foldableConv = (conv: Node | undefined): conv is Node => {
     if (conv?.op !== 'conv2d' || uses.get(conv.outputs[0]!) !== 1) return false;
     const [, weight, bias] = conv.inputs;

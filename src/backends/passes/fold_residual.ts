@@ -16,7 +16,7 @@
 import type { Node, Value } from '../../ir/graph.js';
 import { NDArray } from '../../ir/ndarray.js';
 import type { ConvAttrs } from '../../ir/ops.js';
-import { type ParamGraph, rewriteGraph, useCounts } from './rewrite.js';
+import { type ParamGraph, paramIn, rewriteGraph, useCounts } from './rewrite.js';
 
 export interface ResidualFoldResult extends ParamGraph {
   /** How many residual Adds were folded. */
@@ -25,7 +25,7 @@ export interface ResidualFoldResult extends ParamGraph {
 
 export function foldConvResidual(source: ParamGraph): ResidualFoldResult {
   const uses = useCounts(source.graph);
-  const isParam = (v: Value | undefined) => v !== undefined && v.role === 'param' && source.params.has(v);
+  const isParam = paramIn(source);
   /** The conv of `add(x, conv(x))` (either order) when it folds, else undefined. */
   const foldable = (add: Node): Node | undefined => {
     if (add.op !== 'add' || add.inputs[0]!.shape.join() !== add.inputs[1]!.shape.join()) return undefined;

@@ -15,7 +15,7 @@
  */
 import type { Node, Value } from '../../ir/graph.js';
 import { NDArray } from '../../ir/ndarray.js';
-import { type ParamGraph, rewriteGraph, useCounts } from './rewrite.js';
+import { type ParamGraph, isTranspose, rewriteGraph, useCounts } from './rewrite.js';
 
 export interface AttentionFusionResult extends ParamGraph {
   /** How many attention blocks were fused. */
@@ -32,8 +32,6 @@ interface Match {
   readonly inner: readonly Node[];
 }
 
-const perm = (n: Node | undefined, p: string) => n?.op === 'transpose' && (n.attrs.perm as number[]).join() === p;
-
 export function fuseAttention(source: ParamGraph): AttentionFusionResult {
   const uses = useCounts(source.graph);
   const once = (n: Node | undefined): n is Node => n !== undefined && n.outputs.every((v) => uses.get(v) === 1);
@@ -47,7 +45,7 @@ export function fuseAttention(source: ParamGraph): AttentionFusionResult {
     if (out.op !== 'reshape' || out.outputs[0]!.shape.length !== 3) return undefined;
     const merge = out.inputs[0]!.producer;
     const pv = merge?.inputs[0]!.producer;
-    if (!perm(merge, '0,2,1,3') || !once(merge) || pv?.op !== 'matmul' || !once(pv)) return undefined;
+    if (!isTranspose(merge, 0, 2, 1, 3) || !once(merge) || pv?.op !== 'matmul' || !once(pv)) return undefined;
     const softmax = pv.inputs[0]!.producer;
     if (softmax?.op !== 'softmax' || !once(softmax) || ![3, -1].includes(softmax.attrs.axis as number)) return undefined;
     // (q·s)·kᵀ or (q·kᵀ)·s
@@ -67,14 +65,14 @@ export function fuseAttention(source: ParamGraph): AttentionFusionResult {
       qNode = qNode.inputs[0]!.producer;
     }
     const kT = logits.inputs[1]!.producer;
-    if (scale === undefined || !(scale > 0) || !perm(kT, '0,1,3,2') || !once(kT)) return undefined;
+    if (scale === undefined || !(scale > 0) || !isTranspose(kT, 0, 1, 3, 2) || !once(kT)) return undefined;
     // q, k, v: reshape(slice(t, i..i+1 on axis 0)) of t = transpose(reshape(qkv))
     const parts = [qNode, kT.inputs[0]!.producer, pv.inputs[1]!.producer];
     const slices = parts.map((p) => (p?.op === 'reshape' && once(p) ? p.inputs[0]!.producer : undefined));
     const split = slices[0]?.inputs[0]!.producer;
     const sliceOk = (s: Node | undefined, i: number) =>
       s?.op === 'slice' && once(s) && s.inputs[0]!.producer === split && (s.attrs.axes as number[]).join() === '0' && (s.attrs.starts as number[])[0] === i && (s.attrs.ends as number[])[0] === i + 1 && (s.attrs.steps as number[])[0] === 1;
-    if (!slices.every(sliceOk) || !perm(split, '2,0,3,1,4') || uses.get(split!.outputs[0]!) !== 3) return undefined;
+    if (!slices.every(sliceOk) || !isTranspose(split, 2, 0, 3, 1, 4) || uses.get(split!.outputs[0]!) !== 3) return undefined;
     const heads5 = split!.inputs[0]!.producer;
     if (heads5?.op !== 'reshape' || !once(heads5)) return undefined;
     const [b, n, three, h, d] = heads5.outputs[0]!.shape as number[];

@@ -79,3 +79,14 @@ export function useCounts(graph: Graph): Map<Value, number> {
   graph.outputs.forEach(use);
   return uses;
 }
+
+/** A predicate: is `v` a parameter whose value `source` holds (so a pass may fold it into new weights)? */
+export function paramIn(source: ParamGraph): (v: Value | undefined) => v is Value {
+  return (v): v is Value => v !== undefined && v.role === 'param' && source.params.has(v);
+}
+
+/** Whether `n` is a transpose with exactly this permutation. */
+export function isTranspose(n: Node | undefined, ...perm: number[]): n is Node {
+  return n?.op === 'transpose' && (n.attrs.perm as number[]).join() === perm.join();
+}
+

@@ -14,14 +14,12 @@
  * CeiT's LeFF and most patch embeddings, otherwise pays a full Transpose).
  */
 import type { Node, Value } from '../../ir/graph.js';
-import { type ParamGraph, rewriteGraph, useCounts } from './rewrite.js';
+import { type ParamGraph, isTranspose, rewriteGraph, useCounts } from './rewrite.js';
 
 export interface TokenLayoutResult extends ParamGraph {
   /** How many map ↔ token conversions were rewritten. */
   readonly rewritten: number;
 }
-
-const isSwapLast2 = (n: Node | undefined) => n?.op === 'transpose' && (n.attrs.perm as number[]).join() === '0,2,1';
 
 export function tokenLayout(source: ParamGraph): TokenLayoutResult {
   const uses = useCounts(source.graph);
@@ -32,10 +30,10 @@ export function tokenLayout(source: ParamGraph): TokenLayoutResult {
     // A node is in at most one pair: reshape → transpose → reshape rewrites its first two.
     if (!first || pairs.has(first) || uses.get(first.outputs[0]!) !== 1) continue;
     const x = first.inputs[0]!;
-    if (isSwapLast2(node) && first.op === 'reshape' && x.shape.length === 4) {
+    if (isTranspose(node, 0, 2, 1) && first.op === 'reshape' && x.shape.length === 4) {
       const [n, c, h, w] = x.shape as [number, number, number, number];
       if ((first.outputs[0]!.shape as number[]).join() === [n, c, h * w].join()) pairs.set(node, first);
-    } else if (node.op === 'reshape' && isSwapLast2(first) && node.outputs[0]!.shape.length === 4) {
+    } else if (node.op === 'reshape' && isTranspose(first, 0, 2, 1) && node.outputs[0]!.shape.length === 4) {
       const [n, c] = node.outputs[0]!.shape as [number, number];
       if (x.shape[0] === n && x.shape[2] === c) pairs.set(node, first);
     }
