@@ -30,7 +30,8 @@ export interface Optimizer {
   /**
    * Emits the update of every group's parameters. `grads[i]` is group i's
    * gradient flattened in parameter order (see `flatten`), still to be
-   * multiplied by `s.gradScale` when that is given.
+   * multiplied by `s.gradScale` when that is given. The train step passes
+   * chunks (`chunkGroups`) as the groups.
    */
   update(groups: readonly ParamGroup[], grads: readonly Tensor[], s: StepScalars): void;
   /** Optimizer state by `<parameter key>.<slot>` (e.g. `blocks.0.attn.qkv.weight.exp_avg`), for checkpoints. */
@@ -38,18 +39,57 @@ export interface Optimizer {
   loadStateDict(sd: ReadonlyMap<string, NDArray>): void;
 }
 
-/** The tensors as one flat vector, in order (a single Concat). */
+/**
+ * The tensors as one flat vector, in order (a single Concat). A single tensor
+ * is returned as it is: everything done to a chunk is elementwise or a full
+ * reduction, and reshaping it back would cost ONNX Runtime a copy.
+ */
 export function flatten(tensors: readonly Tensor[]): Tensor {
-  return concat(tensors.map((t) => t.reshape(-1)));
+  return tensors.length === 1 ? tensors[0]! : concat(tensors.map((t) => t.reshape(-1)));
 }
 
 /**
- * The update rule runs on whole parameter groups at once: each group's
- * parameters, gradients and state are single flat vectors, so the update is
- * a dozen large elementwise kernels instead of a dozen small ones per
- * parameter (ONNX Runtime's per-node overhead dominates small tensors —
- * the "multi-tensor" optimizers of PyTorch make the same trade). The state
- * is stored flat and exposed per parameter in `stateDict`.
+ * Elements per optimizer chunk (see `chunkGroups`): 2¹⁷ floats, 512 KB a
+ * tensor, so one chunk's update chain stays in a core's 2 MB L2 cache.
+ */
+export const OPTIMIZER_CHUNK = 1 << 17;
+
+/**
+ * Each group split into runs of consecutive parameters of at most
+ * `maxElements` elements together; a larger parameter is a chunk of its own.
+ * The update rule runs once per chunk, on flat vectors: a dozen kernels per
+ * chunk instead of a dozen per parameter (ONNX Runtime's per-node overhead
+ * dominates small tensors — PyTorch's "multi-tensor" optimizers make the same
+ * trade), and instead of one dozen over the whole model, whose intermediates
+ * each make a round trip to memory. Measured on AdamW's 13 passes over 21.4 M
+ * floats at one thread: 207 ms flat, 113 ms in chunks of 2¹⁷ (two threads:
+ * 111 vs 110). A parameter that is a chunk alone also needs no Concat of its
+ * gradient and value and no Split of the result.
+ */
+export function chunkGroups(groups: readonly ParamGroup[], maxElements = OPTIMIZER_CHUNK): ParamGroup[] {
+  if (!(maxElements >= 1)) throw new ConfigError(`optimizer chunk size must be at least 1 element, got ${maxElements}`);
+  const chunks: ParamGroup[] = [];
+  for (const { params, weightDecay } of groups) {
+    let run: Parameter[] = [];
+    let size = 0;
+    for (const p of params) {
+      if (run.length && size + p.data.size > maxElements) {
+        chunks.push({ params: run, weightDecay });
+        run = [];
+        size = 0;
+      }
+      run.push(p);
+      size += p.data.size;
+    }
+    if (run.length) chunks.push({ params: run, weightDecay });
+  }
+  return chunks;
+}
+
+/**
+ * The update rule runs on whole chunks of parameters at once (`chunkGroups`):
+ * each chunk's parameters, gradients and state are single flat vectors. The
+ * state is stored flat per chunk and exposed per parameter in `stateDict`.
  */
 abstract class FlatOptimizer implements Optimizer {
   abstract readonly name: string;
@@ -68,6 +108,10 @@ abstract class FlatOptimizer implements Optimizer {
     this.layout = groups.map((g) => g.params);
     groups.forEach((group, gi) => {
       const next = this.rule(flatten(group.params), grads[gi]!, group.weightDecay, s, (slot) => this.buffer(gi, slot));
+      if (group.params.length === 1) {
+        t.assign(group.params[0]!, next.value);
+        return;
+      }
       let at = 0;
       for (const p of group.params) {
         t.assign(p, next.slice(0, at, at + p.data.size).reshape([...p.data.shape]).value);
@@ -81,7 +125,8 @@ abstract class FlatOptimizer implements Optimizer {
     let b = this.buffers.get(key);
     if (!b) {
       const params = this.layout[group]!;
-      const flat = NDArray.float32([params.reduce((n, p) => n + p.data.size, 0)]);
+      // shaped like `flatten(params)`
+      const flat = NDArray.float32(params.length === 1 ? params[0]!.data.shape : [params.reduce((n, p) => n + p.data.size, 0)]);
       if (this.pending) {
         let at = 0;
         for (const p of params) {

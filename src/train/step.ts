@@ -12,7 +12,7 @@ import { NDArray } from '../ir/ndarray.js';
 import type { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
 import { type Tensor, where } from '../tensor/tensor.js';
-import { type Optimizer, type ParamGroup, flatten } from './optim.js';
+import { type Optimizer, type ParamGroup, chunkGroups, flatten } from './optim.js';
 
 export type LossFn = (logits: Tensor, target: Tensor) => Tensor;
 
@@ -23,6 +23,8 @@ export interface TrainStepOptions {
   /** Clip gradients to this global L2 norm (timm's clip_grad 'norm'); off when undefined. */
   clipGradNorm?: number;
   threads?: number;
+  /** Elements per chunk of the optimizer update (default `OPTIMIZER_CHUNK`; see `chunkGroups`). */
+  optimizerChunk?: number;
   /** Seed of the dropout / drop-path noise stream. */
   seed?: number;
   /** The noise generator (overrides `seed`); keep it to checkpoint its state for an exact resume. */
@@ -44,7 +46,8 @@ export class TrainStep {
     readonly model: Module,
     readonly opts: TrainStepOptions,
   ) {
-    const params = opts.groups.flatMap((g) => g.params);
+    const chunks = chunkGroups(opts.groups, opts.optimizerChunk);
+    const params = chunks.flatMap((g) => g.params);
     this.fn = compile(
       (x, target, lr, step) => {
         const wasTraining = model.training;
@@ -53,13 +56,13 @@ export class TrainStep {
         model.train(wasTraining);
         const loss = opts.loss(logits, target!);
         const gs = grad(loss, params);
-        // One flat gradient per group: the norm, the clipping and the update are a few large kernels.
+        // One flat gradient per chunk: the norm, the clipping and the update run chunk by chunk.
         let at = 0;
-        const flat = opts.groups.map((g) => flatten(gs.slice(at, (at += g.params.length))));
+        const flat = chunks.map((g) => flatten(gs.slice(at, (at += g.params.length))));
         const norm = flat.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
         // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
         const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
-        opts.optimizer.update(opts.groups, flat, { lr: lr!, step: step!, gradScale });
+        opts.optimizer.update(chunks, flat, { lr: lr!, step: step!, gradScale });
         return [loss, logits, norm];
       },
       { threads: opts.threads, seed: opts.seed, rng: opts.rng, memoryPattern: false },

@@ -6,10 +6,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { NDArray } from '../../src/ir/ndarray.js';
-import { Linear } from '../../src/nn/layers.js';
+import { Linear, Mlp } from '../../src/nn/layers.js';
 import { Rng } from '../../src/rng.js';
 import { crossEntropy } from '../../src/train/losses.js';
-import { AdamW, type Optimizer, SGD } from '../../src/train/optim.js';
+import { AdamW, type Optimizer, SGD, chunkGroups, paramGroups } from '../../src/train/optim.js';
 import { TrainStep } from '../../src/train/step.js';
 import { expectClose } from '../helpers/opcheck.js';
 
@@ -67,4 +67,48 @@ describe('optimizers match torch.optim over three steps', () => {
     expect(Array.from(lin.weight.data.toFloat64())).toEqual(before);
     expect(step.steps).toBe(0);
   });
+});
+
+describe('the update runs in chunks of parameters', () => {
+  it('chunkGroups keeps the order and the weight decay, and puts a parameter larger than a chunk alone', () => {
+    const mlp = new Mlp(3, 4, { rng: new Rng(0) }).nameParameters(); // fc1.weight 12, fc1.bias 4, fc2.weight 12, fc2.bias 3
+    const groups = paramGroups(mlp.namedParameters(), 0.05);
+    const chunks = chunkGroups(groups, 10);
+    expect(chunks.map((c) => [c.params.map((p) => p.name), c.weightDecay])).toEqual([
+      [['fc1.weight'], 0.05],
+      [['fc2.weight'], 0.05],
+      [['fc1.bias', 'fc2.bias'], 0],
+    ]);
+    expect(chunkGroups(groups).map((c) => c.params.length)).toEqual([2, 2]);
+    expect(() => chunkGroups(groups, 0)).toThrow(/chunk size must be at least 1/);
+  });
+
+  for (const [name, make] of [
+    ['adamw', () => new AdamW()],
+    ['sgd', () => new SGD({ momentum: 0.9, nesterov: true })],
+  ] as const) {
+    it(`${name}: chunks of one and of several parameters give the same steps and state as one chunk per group`, async () => {
+      const train = async (optimizerChunk?: number) => {
+        const mlp = new Mlp(3, 4, { rng: new Rng(0), outFeatures: 2 }).nameParameters();
+        const optimizer = make();
+        const step = new TrainStep(mlp, { optimizer, groups: paramGroups(mlp.namedParameters(), 0.05), loss: crossEntropy, clipGradNorm: 0.5, optimizerChunk });
+        const x = NDArray.float32([4, 3], [1, 2, 3, -1, 0, 1, 0.5, -0.5, 2, 2, 1, 0]);
+        const t = NDArray.int64([4], [0, 1, 1, 0]);
+        const losses: number[] = [];
+        for (let i = 0; i < 3; i++) losses.push((await step.run(x, t, 0.1)).loss);
+        await step.release();
+        const sorted = (sd: Map<string, NDArray>) => [...sd].sort(([a], [b]) => a.localeCompare(b));
+        const values = (sd: Map<string, NDArray>) => sorted(sd).flatMap(([, v]) => Array.from(v.toFloat64()));
+        const shapes = (sd: Map<string, NDArray>) => sorted(sd).map(([k, v]) => [k, v.shape]);
+        return { losses, params: values(mlp.stateDict()), state: values(optimizer.stateDict()), shapes: shapes(optimizer.stateDict()) };
+      };
+      const whole = await train();
+      const chunked = await train(6); // fc1.weight and fc2.weight alone, the biases together
+      // The same state slots, by parameter; values up to float32 rounding (the norm sums chunk by chunk).
+      expect(chunked.shapes).toEqual(whole.shapes);
+      expectClose(chunked.losses, whole.losses, 1e-6, 'losses');
+      expectClose(chunked.params, whole.params, 1e-6, 'parameters');
+      expectClose(chunked.state, whole.state, 1e-6, 'optimizer state');
+    });
+  }
 });
