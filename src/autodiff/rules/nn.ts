@@ -79,9 +79,10 @@ export const nnRules: RuleTable<
   // The forward node's own mean and 1/std outputs spare recomputing the statistics. They are
   // internal to the backward pass (layerNorm() exposes y only), so they take no cotangent.
   // dL/dx = r·(g·w − mean(g·w) − x̂·mean(g·w·x̂)), with x̂ = (x − μ)·r. Viewed as [1, rows,
-  // features], rows are batch_norm's channels, so r·(g·w) − r·mean(g·w) is one channelAffine
-  // pass; mean(g·w·x̂) is a matmul of g·x̂ (dL/dw's summand too) with w rather than another
-  // full-size product: seven full-size writes, where the formula as written takes nine.
+  // features], rows are batch_norm's channels, so x̂ and r·(g·w) − r·mean(g·w) are one
+  // channelAffine pass each; mean(g·w·x̂) is a matmul of g·x̂ (dL/dw's summand too) with w
+  // rather than another full-size product: six full-size writes, where the formula as written
+  // takes nine.
   layer_norm: ({ inputs: [x, w], outputs: [, mean, rstd], attrs: { axis }, needs }, [g]) => {
     if (!g) return [];
     const ax = normAxis(axis, x!.rank);
@@ -91,7 +92,7 @@ export const nnRules: RuleTable<
     const gb = needs[2] ? g.sum(range(0, ax)) : undefined;
     if (!needs[0] && !needs[1]) return [undefined, undefined, gb];
     const r = rstd!.reshape([rows]);
-    const xhat = view(x!.sub(mean!).mul(rstd!));
+    const xhat = channelAffine(view(x!), r, mean!.reshape([rows]).mul(r).neg());
     const gxhat = view(g).mul(xhat);
     let gx: Tensor | undefined;
     if (needs[0]) {
