@@ -336,13 +336,15 @@ export class MixingAttention extends Module {
     const channelGate = this.channel_interaction.call(xc.mean([2, 3], true)).sigmoid();
     xc = this.projection.call(xc);
 
-    // 7–8: qkv, then V gated per image by the conv branch (channel h·hd + d)
+    // 7–10: qkv; windowed attention with relative-position bias, no mask, no output projection.
+    // The official code gates V per image and channel (h·hd + d) by the conv branch before
+    // attn @ V; the gate is constant over tokens, so it is applied to attn @ V instead, where a
+    // channel is the innermost axis (ONNX Runtime broadcasts [.., n, hd] by [.., 1, hd] in
+    // spans of hd = 4 elements, 4–5 ns an element).
     const qkv = this.qkv.call(xa).reshape(bw, n, 3, nh, hd).permute(2, 0, 3, 1, 4);
     const [q, k, v] = [0, 1, 2].map((i) => qkv.select(0, i)) as [Tensor, Tensor, Tensor];
-    const gatedV = v.reshape(batch, -1, nh, n, hd).mul(channelGate.reshape(batch, 1, nh, 1, hd)).reshape(bw, nh, n, hd);
-    // 9–10: windowed attention with relative-position bias, no mask, no output projection
     const attn = this.attn_drop.call(q.mul(this.scale).matmul(k.mT).add(this.relativePositionBias()).softmax(-1));
-    xa = attn.matmul(gatedV).transpose(1, 2).reshape(bw, n, ca);
+    xa = attn.matmul(v).transpose(1, 2).reshape(batch, -1, ca).mul(channelGate.reshape(batch, 1, ca)).reshape(bw, n, ca);
 
     // 11–13: spatial interaction reads the attention output before attn_norm
     const spatialGate = this.spatial_interaction.call(windowsToImage(xa, ws, hp, wp)).sigmoid();
