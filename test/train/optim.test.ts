@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { Linear, Mlp } from '../../src/nn/layers.js';
 import { Rng } from '../../src/rng.js';
+import { Parameter } from '../../src/tensor/tensor.js';
 import { crossEntropy } from '../../src/train/losses.js';
 import { AdamW, type Optimizer, SGD, chunkGroups, paramGroups } from '../../src/train/optim.js';
 import { TrainStep } from '../../src/train/step.js';
@@ -79,8 +80,15 @@ describe('the update runs in chunks of parameters', () => {
       [['fc2.weight'], 0.05],
       [['fc1.bias', 'fc2.bias'], 0],
     ]);
-    expect(chunkGroups(groups).map((c) => c.params.length)).toEqual([2, 2]);
     expect(() => chunkGroups(groups, 0)).toThrow(/chunk size must be at least 1/);
+  });
+
+  it('by default a group of up to 2²² elements stays whole, and a larger one is split into chunks of 2¹⁷', () => {
+    const param = (name: string, size: number) => new Parameter(NDArray.float32([size]), { name });
+    const small = [{ params: [param('a', 3_000_000), param('b', 1_000_000)], weightDecay: 0.05 }];
+    expect(chunkGroups(small)).toEqual(small);
+    const large = [{ params: [param('a', 3_000_000), param('b', 60_000), param('c', 60_000), param('d', 20_000), param('e', 2_000_000)], weightDecay: 0 }];
+    expect(chunkGroups(large).map((c) => c.params.map((p) => p.name))).toEqual([['a'], ['b', 'c'], ['d'], ['e']]);
   });
 
   for (const [name, make] of [
