@@ -23,7 +23,7 @@ export interface TrainStepOptions {
   /** Clip gradients to this global L2 norm (timm's clip_grad 'norm'); off when undefined. */
   clipGradNorm?: number;
   threads?: number;
-  /** Elements per chunk of the optimizer update (default: `chunkGroups`'s own choice). */
+  /** Elements per chunk of the optimizer update; given, every group is chunked (default: `chunkGroups`'s own choice). */
   optimizerChunk?: number;
   /** Seed of the dropout / drop-path noise stream. */
   seed?: number;
