@@ -45,6 +45,8 @@ export interface OpAttrs {
   neg: {}; exp: {}; log: {}; sqrt: {}; tanh: {}; erf: {}; sigmoid: {}; relu: {}; abs: {}; sign: {};
   /** Exact GELU, x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
   gelu: {};
+  /** clamp(alpha·x + beta, 0, 1); with alpha = 1/6, beta = 1/2 it is PyTorch's hardsigmoid. */
+  hard_sigmoid: { alpha: number; beta: number };
   cast: { to: DType };
   constant: { value: NDArray };
   // linear algebra and convolution
@@ -298,6 +300,14 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
   tanh: unaryFloat,
   erf: unaryFloat,
   gelu: unaryFloat,
+  hard_sigmoid: {
+    arity: 1,
+    infer([x], { alpha, beta }) {
+      requireFloat(x!);
+      if (!Number.isFinite(alpha) || !Number.isFinite(beta)) badAttr(`hard_sigmoid alpha and beta must be finite numbers, got ${alpha} and ${beta}`);
+      return [{ dtype: x!.dtype, shape: x!.shape }];
+    },
+  },
   sigmoid: unaryFloat,
   relu: unaryFloat,
   abs: unaryFloat,

@@ -73,6 +73,8 @@ export class Tensor {
   /** Exact GELU, 0.5·x·(1 + erf(x/√2)) (a primitive: one fused kernel on ONNX Runtime). */
   gelu(): Tensor { return unary('gelu', this); }
   silu(): Tensor { return this.mul(this.sigmoid()); }
+  /** clamp(alpha·x + beta, 0, 1) in one pass; the defaults are PyTorch's hardsigmoid. */
+  hardSigmoid(alpha = 1 / 6, beta = 0.5): Tensor { return emit1('hard_sigmoid', [this], { alpha, beta }); }
   clamp(min?: number, max?: number): Tensor {
     let y: Tensor = this;
     if (min !== undefined) y = y.maximum(min);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
+import { compile } from '../../src/backends/compile.js';
 import { toOnnx } from '../../src/backends/onnx/model.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
@@ -46,6 +47,7 @@ describe('elementwise unary ops', () => {
     ['relu', (x) => x.relu(), false],
     ['abs', (x) => x.abs(), false],
     ['gelu', (x) => x.gelu(), false],
+    ['hard sigmoid (clamps some inputs at 0 and 1)', (x) => x.hardSigmoid(0.7, 0.4), false],
     ['rsqrt (composite)', (x) => x.rsqrt(), true],
   ];
   for (const [name, fn, positive] of cases) {
@@ -55,6 +57,18 @@ describe('elementwise unary ops', () => {
   }
   it('sign has zero gradient', async () => {
     await checkOp({ fn: (x) => x.sign().add(x), inputs: [randn([6], 8)] });
+  });
+});
+
+describe('hard sigmoid', () => {
+  it('runs in float64 on ORT too (spelled out there: its HardSigmoid kernel is float32 only)', async () => {
+    const x = NDArray.float64([6], [-4, -0.5, 0, 0.3, 1.5, 9]);
+    const [y] = await compile((t) => [t!.hardSigmoid()], { threads: 1 })(x);
+    expect(y!.dtype).toBe('float64');
+    expectClose(y!.toFloat64(), [0, 5 / 12, 0.5, 0.55, 0.75, 1], 1e-15, 'hardsigmoid (PyTorch defaults)', 1e-15);
+  });
+  it('rejects non-finite attributes', () => {
+    expect(() => trace((t) => t.hardSigmoid(Number.NaN), [{ dtype: 'float32', shape: [2] }])).toThrow(/alpha and beta must be finite/);
   });
 });
 

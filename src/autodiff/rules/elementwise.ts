@@ -1,13 +1,13 @@
 import { where } from '../../tensor/tensor.js';
 import type { RuleTable, VjpRule } from './types.js';
-import { affine, unbroadcast } from './util.js';
+import { unbroadcast } from './util.js';
 
 /** Comparisons, logic and integer ops carry no gradient. */
 const none: VjpRule<'equal'> = () => [];
 
 export const elementwiseRules: RuleTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
 > = {
   add: ({ inputs: [a, b], needs }, [g]) => [needs[0] ? unbroadcast(g!, a!.shape) : undefined, needs[1] ? unbroadcast(g!, b!.shape) : undefined],
   sub: ({ inputs: [a, b], needs }, [g]) => [needs[0] ? unbroadcast(g!, a!.shape) : undefined, needs[1] ? unbroadcast(g!.neg(), b!.shape) : undefined],
@@ -48,16 +48,19 @@ export const elementwiseRules: RuleTable<
   sqrt: ({ outputs: [y] }, [g]) => [g!.mul(0.5).div(y!)],
   tanh: ({ outputs: [y] }, [g]) => [g!.mul(y!.mul(y!).neg().add(1))],
   erf: ({ inputs: [x] }, [g]) => [g!.mul(x!.mul(x!).neg().exp().mul(2 / Math.sqrt(Math.PI)))],
-  // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2: Φ = 0.5·erf(u) + 0.5 (one affine pass) and
-  // x·φ(x) = (x/√(2π))·exp(−u²), written as a division by exp(u²) (which saves a negation pass;
+  // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2: Φ = 0.5·erf(u) + 0.5, one HardSigmoid pass (it never
+  // clips: erf ∈ [−1, 1]), which ORT runs in parallel, unlike a scalar affine as BatchNormalization,
+  // and x·φ(x) = (x/√(2π))·exp(−u²), written as a division by exp(u²) (which saves a negation pass;
   // it overflows to inf only where the term is below float32's range anyway). Nine elementwise
   // passes; the forward is one fused kernel on ORT, so it keeps no intermediates to reuse.
   gelu: ({ inputs: [x] }, [g]) => {
     const u = x!.mul(Math.SQRT1_2);
-    const cdf = affine(u.erf(), 0.5, 0.5);
+    const cdf = u.erf().hardSigmoid(0.5, 0.5);
     const xpdf = x!.mul(1 / Math.sqrt(2 * Math.PI)).div(u.mul(u).exp());
     return [g!.mul(cdf.add(xpdf))];
   },
+  // Zero where the output is clamped, as PyTorch's hardsigmoid_backward (strict at the kinks).
+  hard_sigmoid: ({ outputs: [y], attrs: { alpha } }, [g]) => [where(y!.gt(0).and(y!.lt(1)), g!.mul(alpha), 0)],
   sigmoid: ({ outputs: [y] }, [g]) => [g!.mul(y!.mul(y!.neg().add(1)))],
   relu: ({ inputs: [x] }, [g]) => [where(x!.gt(0), g!, 0)],
   abs: ({ inputs: [x] }, [g]) => [g!.mul(x!.sign())],

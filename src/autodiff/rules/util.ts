@@ -1,4 +1,4 @@
-import { type Tensor, batchNorm, full, zeros } from '../../tensor/tensor.js';
+import { type Tensor, batchNorm, zeros } from '../../tensor/tensor.js';
 
 /** Sums a broadcast cotangent back down to `shape` (the inverse of broadcasting). */
 export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
@@ -15,13 +15,11 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
  * x·scale + shift per channel (axis 1) in ONE pass: an eval-mode batch_norm
  * with mean 0, variance 0 and ε = 1 is exactly that affine map, where ONNX
  * has no op for it and a Mul then an Add would be two passes over x.
+ * ONNX Runtime runs that kernel on one thread, so at 2 threads it takes about
+ * as long as the two parallel passes (8×768×14×14: 0.44 ms vs 0.2 ms each).
  */
 export function channelAffine(x: Tensor, scale: Tensor, shift: Tensor): Tensor {
   const zero = zeros([x.shape[1]!], x.dtype);
   return batchNorm(x, scale, shift, zero, zero, 1);
 }
 
-/** x·scale + shift with scalar constants, in one pass (see `channelAffine`). */
-export function affine(x: Tensor, scale: number, shift: number): Tensor {
-  return channelAffine(x.reshape([1, 1, x.size]), full([1], scale, x.dtype), full([1], shift, x.dtype)).reshape([...x.shape]);
-}

@@ -6,7 +6,7 @@ const simple = (opType: string): Emitter => (ctx, _, inputs) => ctx.node(opType,
 
 export const elementwiseEmitters: EmitterTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
 > = {
   add: simple('Add'),
   sub: simple('Sub'),
@@ -39,6 +39,15 @@ export const elementwiseEmitters: EmitterTable<
     const [onePlus] = ctx.node('Add', [e!, ctx.scalar(1, dtype)]);
     const [xy] = ctx.node('Mul', [x!, onePlus!]);
     return ctx.node('Mul', [xy!, ctx.scalar(0.5, dtype)]);
+  },
+  // ONNX Runtime has HardSigmoid for float only: float64 graphs spell it out.
+  hard_sigmoid: (ctx, node, [x]) => {
+    const { alpha, beta } = attrsOf(node, 'hard_sigmoid');
+    const { dtype } = node.inputs[0]!;
+    if (dtype === 'float32') return ctx.node('HardSigmoid', [x!], { alpha: { float: alpha }, beta: { float: beta } });
+    const [scaled] = ctx.node('Mul', [x!, ctx.scalar(alpha, dtype)]);
+    const [shifted] = ctx.node('Add', [scaled!, ctx.scalar(beta, dtype)]);
+    return ctx.node('Clip', [shifted!, ctx.scalar(0, dtype), ctx.scalar(1, dtype)]);
   },
   sigmoid: simple('Sigmoid'),
   relu: simple('Relu'),
