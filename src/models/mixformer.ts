@@ -142,7 +142,11 @@ function windowsToImage(windows: Tensor, ws: number, h: number, w: number): Tens
   return windowReverse(windows, ws, h, w).permute(0, 3, 1, 2);
 }
 
-/** An NCHW map to windows (the official `window_partition2`), NCHW → NHWC → windows for the same reason. */
+/**
+ * An NCHW map to windows (the official `window_partition2`), NCHW → NHWC → windows for the same reason. ONNX
+ * Runtime would merge these two transposes back into the 6-D one; the ONNX lowering keeps them apart
+ * (`reshapeSource` in `src/backends/onnx/emit/layout.ts`).
+ */
 function imageToWindows(x: Tensor, ws: number): Tensor {
   return windowPartition(x.permute(0, 2, 3, 1), ws);
 }

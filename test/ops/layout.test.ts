@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
+import { toOnnx } from '../../src/backends/onnx/model.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
 import { type Tensor, concat, stack } from '../../src/tensor/tensor.js';
@@ -59,6 +60,19 @@ describe('layout ops', () => {
   });
   it('overlapping slices still add up', async () => {
     await checkOp({ fn: (x) => x.slice(1, 0, 3).mul(x.slice(1, 2, 5)).add(x.slice(1, 4, 5)), inputs: [randn([2, 5], 20)] });
+  });
+  it('map → windows (NCHW → NHWC → split → window permute) keeps a Flatten between its transposes in ONNX', async () => {
+    // ONNX Runtime would otherwise merge the two transposes into one slow 6-D Transpose (see reshapeSource)
+    const windows = (x: Tensor) => x.permute(0, 2, 3, 1).reshape(2, 2, 3, 2, 3, 4).permute(0, 1, 3, 2, 4, 5).reshape(-1, 9, 4);
+    await checkOp({ fn: windows, inputs: [randn([2, 4, 6, 6], 21)] });
+    const onnxOps = (f: (x: Tensor) => Tensor, shape: number[]) => {
+      const bytes = Buffer.from(toOnnx(trace(f, [{ dtype: 'float32', shape }]).graph));
+      return { flatten: bytes.includes('Flatten'), reshape: bytes.includes('Reshape') };
+    };
+    expect(onnxOps(windows, [2, 4, 6, 6])).toEqual({ flatten: true, reshape: true });
+    // not where the transpose keeps the last axis, nor where the reshape merges axes
+    expect(onnxOps((x) => x.permute(1, 0, 2, 3).reshape(4, 2, 3, 2, 6), [2, 4, 6, 6]).flatten).toBe(false);
+    expect(onnxOps((x) => x.permute(0, 2, 3, 1).reshape(2, 36, 4), [2, 4, 6, 6]).flatten).toBe(false);
   });
   it('roll matches torch.roll', async () => {
     const x = NDArray.float64([2, 3], [0, 1, 2, 3, 4, 5]);

@@ -8,6 +8,7 @@ import type { Graph, Node, Value } from '../../ir/graph.js';
 import { type DType, NDArray } from '../../ir/ndarray.js';
 import { ONNX_DTYPE_CODE as ONNX_DTYPE } from './dtypes.js';
 import { EMITTERS } from './emit/index.js';
+import { reshapeSource } from './emit/layout.js';
 import { ProtoWriter } from './protobuf.js';
 
 export const OPSET = 17;
@@ -193,7 +194,7 @@ function emitShapeTarget(ctx: EmitContext, node: Node, x: string, target: ShapeT
   const shape = target.includes('batch')
     ? ctx.node('Concat', target.map((d) => (d === 'batch' ? batch() : ctx.ints([d]))), { axis: { int: 0 } })[0]!
     : ctx.ints(target as readonly number[]);
-  return ctx.node(node.op === 'reshape' ? 'Reshape' : 'Expand', [x, shape]);
+  return node.op === 'reshape' ? ctx.node('Reshape', [reshapeSource(ctx, node, x), shape]) : ctx.node('Expand', [x, shape]);
 }
 
 export interface EmitOptions {
