@@ -86,6 +86,17 @@ describe('reductions', () => {
   it('sum over axes, keepdim', async () => {
     await checkOp({ fn: (x) => x.sum([0, 2], true), inputs: [randn([2, 3, 4], 15)] });
   });
+  it('sum over leading axes (a bias gradient) is a ones-row MatMul where shapes are fixed, a ReduceSum otherwise', async () => {
+    await checkOp({ fn: (x) => x.sum([1, 0]).add(x.sum(0, true).sum(1).reshape(4)), inputs: [randn([3, 5, 4], 22)] });
+    const graph = trace((x) => x.sum([0, 1]), [{ dtype: 'float32', shape: [3, 5, 4] }]).graph;
+    const has = (bytes: Uint8Array, op: string) => Buffer.from(bytes).includes(op);
+    expect([has(toOnnx(graph), 'MatMul'), has(toOnnx(graph), 'ReduceSum')]).toEqual([true, false]);
+    // dynamic-batch export rewrites shapes, so the baked row count would be wrong there
+    const dynamic = toOnnx(graph, { shapeTargets: new Map() });
+    expect([has(dynamic, 'MatMul'), has(dynamic, 'ReduceSum')]).toEqual([false, true]);
+    // a sum that keeps a middle axis (BatchNorm's) stays a ReduceSum
+    expect(has(toOnnx(trace((x) => x.sum([0, 2]), [{ dtype: 'float32', shape: [3, 5, 4] }]).graph), 'MatMul')).toBe(false);
+  });
   it('sum of everything', async () => {
     await checkOp({ fn: (x) => x.sum(), inputs: [randn([2, 3], 16)] });
   });

@@ -86,6 +86,8 @@ export class EmitContext {
   readonly contribOps: boolean;
   /** ONNX Runtime's NCHWc block size for runtime-weight convs, 0 for none (see `EmitOptions.nchwcBlock`). */
   readonly nchwcBlock: number;
+  /** Whether every shape is the traced one (no dynamic-batch `shapeTargets`), so lowerings may bake sizes in. */
+  readonly fixedShapes: boolean;
   private readonly names = new Map<Value, string>();
   private readonly constCache = new Map<string, string>();
   private readonly staticMemo = new Map<Value, boolean>();
@@ -94,10 +96,11 @@ export class EmitContext {
 
   /** @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads) */
   constructor(
-    private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'params'> = {},
+    private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'params' | 'shapeTargets'> = {},
     private readonly used?: ReadonlySet<Value>,
   ) {
     this.contribOps = opts.contribOps ?? false;
+    this.fixedShapes = opts.shapeTargets === undefined;
     this.nchwcBlock = opts.contribOps ? (opts.nchwcBlock ?? 0) : 0;
   }
 
@@ -168,6 +171,14 @@ export class EmitContext {
     const name = this.fresh(hint);
     this.initializers.push(tensorProto(name, a));
     if (small) this.constCache.set(key, name);
+    return name;
+  }
+
+  /** A float32 [1, n] row of ones, one initializer per n. */
+  onesRow(n: number): string {
+    const key = `onesRow|${n}`;
+    let name = this.constCache.get(key);
+    if (!name) this.constCache.set(key, (name = this.constant(new NDArray('float32', [1, n], new Float32Array(n).fill(1)), 'ones')));
     return name;
   }
 
