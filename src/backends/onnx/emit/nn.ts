@@ -44,8 +44,10 @@ export const nnEmitters: EmitterTable<
     return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, stats ? 3 : 1);
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
-  // BatchNormalization's training mode outputs updated running statistics rather than the
-  // batch ones (and ORT's inference build refuses it), so the statistics are computed here:
+  // BatchNormalization's training mode outputs updated running statistics rather than the batch
+  // ones, and ORT's kernel for it is unusable (with momentum 0 those outputs would be the batch
+  // statistics, but two such nodes in one graph corrupt each other's, and a batch holding Inf leaves
+  // NaN statistics for every later run), so the statistics are computed here:
   // mean, x − mean, the variance as the sum of its squares (no squared tensor is written);
   // the normalisation is then ONE inference-form BatchNormalization pass with those statistics.
   batch_norm_train: (ctx, node, [x, w, b]) => {
