@@ -5,7 +5,7 @@
  */
 import { RuntimeFailure } from '../../errors.js';
 import type { Graph, Node, Value } from '../../ir/graph.js';
-import { type DType, NDArray } from '../../ir/ndarray.js';
+import { type DType, NDArray, numel } from '../../ir/ndarray.js';
 import { ONNX_DTYPE_CODE as ONNX_DTYPE } from './dtypes.js';
 import { EMITTERS } from './emit/index.js';
 import { reshapeSource } from './emit/layout.js';
@@ -174,11 +174,19 @@ export class EmitContext {
     return name;
   }
 
-  /** A float32 [1, n] row of ones, one initializer per n. */
-  onesRow(n: number): string {
-    const key = `onesRow|${n}`;
+  /** A constant of `shape` filled with `v` in `dtype`, one initializer per (dtype, shape, v) whatever its size. */
+  filled(dtype: DType, shape: readonly number[], v: number): string {
+    const key = `filled|${dtype}|${shape.join(',')}|${Object.is(v, -0) ? '-0' : v}`;
     let name = this.constCache.get(key);
-    if (!name) this.constCache.set(key, (name = this.constant(new NDArray('float32', [1, n], new Float32Array(n).fill(1)), 'ones')));
+    if (!name) {
+      const n = numel(shape);
+      const a =
+        dtype === 'bool' ? new NDArray('bool', shape, new Uint8Array(n).fill(v ? 1 : 0))
+        : dtype === 'int64' ? NDArray.int64(shape, new Array<number>(n).fill(v))
+        : dtype === 'float64' ? NDArray.float64(shape, new Float64Array(n).fill(v))
+        : NDArray.float32(shape, new Float32Array(n).fill(v));
+      this.constCache.set(key, (name = this.constant(a, 'fill')));
+    }
     return name;
   }
 

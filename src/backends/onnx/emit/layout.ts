@@ -37,7 +37,7 @@ export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | '
     if (ctx.fixedShapes && dtype === 'float32' && lead.length < shape.length && lead.every((a, i) => a === i)) {
       const rows = shape.slice(0, lead.length).reduce((a, b) => a * b, 1);
       const [flat] = ctx.node('Reshape', [x!, ctx.ints([rows, -1])]);
-      const [sum] = ctx.node('MatMul', [ctx.onesRow(rows), flat!]);
+      const [sum] = ctx.node('MatMul', [ctx.filled('float32', [1, rows], 1), flat!]);
       return ctx.node('Reshape', [sum!, ctx.ints(node.outputs[0]!.shape)]);
     }
     return ctx.node('ReduceSum', [x!, ctx.ints(axes)], { keepdims: { int: keepdims ? 1 : 0 } });

@@ -1,19 +1,7 @@
 import { RuntimeFailure } from '../../../errors.js';
-import { type DType, NDArray, numel } from '../../../ir/ndarray.js';
-import type { EmitContext } from '../model.js';
+import { numel } from '../../../ir/ndarray.js';
 import type { EmitterTable } from './types.js';
 import { MS_DOMAIN, attrsOf } from './types.js';
-
-/** A constant of `shape` filled with `v`, in `dtype` (Pad's value and LayerNormalization's Scale must match the data's type). */
-function filled(ctx: EmitContext, dtype: DType, shape: readonly number[], v: number): string {
-  const n = numel(shape);
-  const a =
-    dtype === 'bool' ? new NDArray('bool', shape, new Uint8Array(n).fill(v ? 1 : 0))
-    : dtype === 'int64' ? NDArray.int64(shape, new Array<number>(n).fill(v))
-    : dtype === 'float64' ? NDArray.float64(shape, new Float64Array(n).fill(v))
-    : NDArray.float32(shape, new Float32Array(n).fill(v));
-  return ctx.constant(a, 'fill');
-}
 
 const flag = (b: boolean) => ({ int: b ? 1 : 0 });
 
@@ -23,7 +11,7 @@ export const nnEmitters: EmitterTable<
   pad: (ctx, node, [x]) => {
     const { pads, mode, value } = attrsOf(node, 'pad');
     if (mode === 'reflect') return ctx.node('Pad', [x!, ctx.ints(pads)], { mode: { str: 'reflect' } });
-    return ctx.node('Pad', [x!, ctx.ints(pads), filled(ctx, node.inputs[0]!.dtype, [], value)], { mode: { str: 'constant' } });
+    return ctx.node('Pad', [x!, ctx.ints(pads), ctx.filled(node.inputs[0]!.dtype, [], value)], { mode: { str: 'constant' } });
   },
   gather: (ctx, node, inputs) => ctx.node('Gather', inputs, { axis: { int: attrsOf(node, 'gather').axis } }),
   gather_elements: (ctx, node, inputs) => ctx.node('GatherElements', inputs, { axis: { int: attrsOf(node, 'gather_elements').axis } }),
@@ -38,7 +26,7 @@ export const nnEmitters: EmitterTable<
     const { axis, epsilon } = attrsOf(node, 'layer_norm');
     const xv = node.inputs[0]!;
     // ONNX requires Scale; without a weight it is ones of the normalised shape.
-    const scale = w ?? filled(ctx, xv.dtype, xv.shape.slice(axis), 1);
+    const scale = w ?? ctx.filled(xv.dtype, xv.shape.slice(axis), 1);
     // Mean and 1/std only when a backward pass reads them: writing them costs ORT's kernel about a quarter more time.
     const stats = ctx.isUsed(node.outputs[1]!) || ctx.isUsed(node.outputs[2]!);
     return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, stats ? 3 : 1);
