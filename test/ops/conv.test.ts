@@ -73,6 +73,19 @@ describe('conv2d', () => {
     // This machine's ONNX Runtime reports a block (8 with AVX2, 16 with AVX-512) or 0 without the kernels.
     expect([0, 8, 16]).toContain(block);
   });
+  it('a depthwise weight gradient is one depthwise conv over the N·C images, run on the NCHWc kernels', () => {
+    const g = trace((x, w) => grad(conv2d(x, w, undefined, { padding: 1, stride: 2, groups: 8 }).square().sum(), [w])[0]!, [
+      { dtype: 'float32', shape: [3, 8, 9, 9], name: 'x' },
+      { dtype: 'float32', shape: [8, 1, 3, 3], name: 'w' },
+    ]).graph;
+    const convs = g.nodes.filter((n) => n.op === 'conv2d').map((n) => [n.inputs[1]!.shape, n.attrs.groups]);
+    // the forward's, and the gradient's: 3·8 filters the size of gy (5×5), stride and dilation traded
+    expect(convs).toEqual([[[8, 1, 3, 3], 8], [[24, 1, 5, 5], 24]]);
+    expect(g.nodes.some((n) => n.op === 'unfold' || n.op === 'matmul')).toBe(false);
+    const onnx = Buffer.from(toOnnx(g, { contribOps: true, nchwcBlock: 8 }));
+    expect(onnx.includes('ReorderOutput')).toBe(true);
+    expect(onnx.includes('Transpose')).toBe(false);
+  });
   it('first layer: no input gradient needed', async () => {
     await checkOp({ fn: (x, w, b) => conv2d(x, w, b, { stride: 2, padding: 1 }), inputs: [randn([2, 2, 5, 5], 4), randn([3, 2, 3, 3], 5), randn([3], 6)], wrt: [1, 2] });
   });

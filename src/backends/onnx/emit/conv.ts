@@ -34,13 +34,30 @@ function leftover(size: number, a: WindowAttrs, axis: 0 | 1): number {
 }
 
 /**
+ * OIHW filters in the blocked layout, the same logical shape padded to [op, ip, kh, kw]:
+ * [O/B, kh, kw, Bo] (depthwise), which is ReorderInput's own change of layout for an
+ * image of O channels (parallel, where a Transpose runs on one thread: it matters for
+ * the weight gradient, whose filters are whole feature maps), or [O/B, I/B, kh, kw, Bi, Bo].
+ */
+function blockedFilter(ctx: EmitContext, w: string, [o, cg, kh, kw]: readonly [number, number, number, number], [op, ip]: readonly [number, number], block: number, depthwise: boolean): string {
+  if (depthwise) {
+    const [image] = ctx.node('Reshape', [w, ctx.ints([1, o, kh, kw])]);
+    const [reordered] = ctx.node('ReorderInput', [image!], {}, 1, NCHWC_DOMAIN);
+    return ctx.node('Reshape', [reordered!, ctx.ints([op, 1, kh, kw])])[0]!;
+  }
+  const [padded] = op !== o || ip !== cg ? ctx.node('Pad', [w, ctx.ints([0, 0, 0, 0, op - o, ip - cg, 0, 0])]) : [w];
+  const [split] = ctx.node('Reshape', [padded!, ctx.ints([op / block, block, ip / block, block, kh, kw])]);
+  const [moved] = ctx.node('Transpose', [split!], { perm: { ints: [0, 2, 4, 5, 3, 1] } });
+  return ctx.node('Reshape', [moved!, ctx.ints([op, ip, kh, kw])])[0]!;
+}
+
+/**
  * A conv in ONNX Runtime's blocked layout (channels in blocks of `block`, the
  * innermost axis), for weights computed at run time: ORT's own NCHWc pass
  * rewrites only convs with constant weights, so a training graph's convs keep
  * its generic im2col + GEMM kernel, ~3–5× slower for depthwise convs and
  * ~1.4× for dense 3×3 ones (measured at 8×768×14×14 and 8×64×56×56). Here the
- * weights are reordered in the graph (tiny), the activation on the way in and
- * out. Dense 1×1 and patchify (stride = kernel) convs gain nothing: they stay plain.
+ * weights are reordered in the graph, the activation on the way in and out. Dense 1×1 and patchify (stride = kernel) convs gain nothing: they stay plain.
  */
 function nchwcConv(ctx: EmitContext, node: Node, inputs: readonly string[], a: ConvAttrs, block: number): string[] | undefined {
   const [o, cg, kh, kw] = node.inputs[1]!.shape as [number, number, number, number];
@@ -51,15 +68,9 @@ function nchwcConv(ctx: EmitContext, node: Node, inputs: readonly string[], a: C
   if (!(depthwise || dense) || c % 4 !== 0 || o % 4 !== 0) return undefined;
   const up = (n: number) => Math.ceil(n / block) * block;
   const [op, ip] = [up(o), depthwise ? 1 : up(cg)];
-  let [w, b] = [inputs[1]!, inputs[2]];
-  if (op !== o || ip !== cg) [w] = ctx.node('Pad', [w, ctx.ints([0, 0, 0, 0, op - o, ip - cg, 0, 0])]);
+  let b = inputs[2];
   if (b !== undefined && op !== o) [b] = ctx.node('Pad', [b, ctx.ints([0, op - o])]);
-  // Filters: OIHW → [O/B, I/B, kh, kw, Bi, Bo] (dense) or [O/B, kh, kw, Bo] (depthwise), same logical shape.
-  const blocked = depthwise ? [op / block, block, kh, kw] : [op / block, block, ip / block, block, kh, kw];
-  const perm = depthwise ? [0, 2, 3, 1] : [0, 2, 4, 5, 3, 1];
-  const [split] = ctx.node('Reshape', [w, ctx.ints(blocked)]);
-  const [moved] = ctx.node('Transpose', [split!], { perm: { ints: perm } });
-  const [filter] = ctx.node('Reshape', [moved!, ctx.ints([op, ip, kh, kw])]);
+  const filter = blockedFilter(ctx, inputs[1]!, [o, cg, kh, kw], [op, ip], block, depthwise);
   const [x] = ctx.node('ReorderInput', [inputs[0]!], {}, 1, NCHWC_DOMAIN);
   const attrs = { ...windowAttrs([kh, kw], a), group: { int: depthwise ? op : 1 } };
   const [y] = ctx.node('Conv', [x!, filter!, ...(b === undefined ? [] : [b])], attrs, 1, NCHWC_DOMAIN);
