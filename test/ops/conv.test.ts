@@ -43,6 +43,8 @@ describe('conv2d', () => {
     ['depthwise, 20 channels, stride 2, asymmetric padding', [2, 20, 6, 5], [20, 1, 3, 3], true, { stride: 2, padding: [1, 0, 2, 1], groups: 20 }],
     ['depthwise 5×5, 16 channels, dilation 2, padding beyond the kernel', [1, 16, 6, 5], [16, 1, 5, 5], false, { padding: [4, 3, 2, 5], dilation: 2, groups: 16 }],
     ['dense 3×3, 8 → 12 channels, dilation 2', [1, 8, 6, 7], [12, 8, 3, 3], true, { padding: [2, 1, 2, 0], dilation: 2 }],
+    ['dense 3×3 stride 2, 16 → 8 channels', [2, 16, 7, 6], [8, 16, 3, 3], true, { stride: 2, padding: [1, 0, 1, 1] }],
+    ['7×7 stride 2 on 3 channels (an RGB stem: the blocked kernel reads NCHW)', [2, 3, 11, 10], [8, 3, 7, 7], false, { stride: 2, padding: 3 }],
   ];
   for (const [name, xs, ws, bias, opts] of cases) {
     it(name, async () => {
@@ -70,6 +72,14 @@ describe('conv2d', () => {
       return conv2d(x, v, undefined, { padding: 1, groups: 8 });
     }, [{ dtype: 'float32', shape: [1, 8, 5, 5], name: 'x' }, { dtype: 'float32', shape: [8, 1, 3, 3], name: 'w' }]).graph;
     expect(has(toOnnx(deep, { contribOps: true, nchwcBlock: 16 }))).toBe(true);
+    // Strided dense convs too; an RGB stem's input goes in as NCHW (no ReorderInput); patchify convs stay plain.
+    const dense = (c: number, k: number, stride: number) => Buffer.from(toOnnx(trace((x, w) => conv2d(x, w, undefined, { stride }), [
+      { dtype: 'float32', shape: [1, c, 16, 16], name: 'x' },
+      { dtype: 'float32', shape: [16, c, k, k], name: 'w' },
+    ]).graph, { contribOps: true, nchwcBlock: 16 }));
+    expect(['ReorderInput', 'ReorderOutput'].map((op) => dense(16, 3, 2).includes(op))).toEqual([true, true]);
+    expect(['ReorderInput', 'ReorderOutput'].map((op) => dense(3, 7, 2).includes(op))).toEqual([false, true]);
+    expect(dense(16, 4, 4).includes('ReorderOutput')).toBe(false);
     // This machine's ONNX Runtime reports a block (8 with AVX2, 16 with AVX-512) or 0 without the kernels.
     expect([0, 8, 16]).toContain(block);
   });

@@ -33,21 +33,25 @@ function leftover(size: number, a: WindowAttrs, axis: 0 | 1): number {
   return (size + a.padding[axis] + a.padding[axis + 2]! - a.dilation[axis] * (k - 1) - 1) % s;
 }
 
+type FilterLayout = 'depthwise' | 'dense' | 'nchw-input';
+
 /**
- * OIHW filters in the blocked layout, the same logical shape padded to [op, ip, kh, kw]:
- * [O/B, kh, kw, Bo] (depthwise), which is ReorderInput's own change of layout for an
- * image of O channels (parallel, where a Transpose runs on one thread: it matters for
- * the weight gradient, whose filters are whole feature maps), or [O/B, I/B, kh, kw, Bi, Bo].
+ * OIHW filters in a blocked layout, the same logical shape padded to [op, ip, kh, kw]:
+ * depthwise [O/B, kh, kw, Bo], which is ReorderInput's own change of layout for an image
+ * of O channels (parallel, where a Transpose runs on one thread: it matters for the
+ * weight gradient, whose filters are whole feature maps); dense [O/B, I/B, kh, kw, Bi, Bo];
+ * for an input read as NCHW, [O/B, I, kh, kw, Bo].
  */
-function blockedFilter(ctx: EmitContext, w: string, [o, cg, kh, kw]: readonly [number, number, number, number], [op, ip]: readonly [number, number], block: number, depthwise: boolean): string {
-  if (depthwise) {
+function blockedFilter(ctx: EmitContext, w: string, [o, cg, kh, kw]: readonly [number, number, number, number], [op, ip]: readonly [number, number], block: number, layout: FilterLayout): string {
+  if (layout === 'depthwise') {
     const [image] = ctx.node('Reshape', [w, ctx.ints([1, o, kh, kw])]);
     const [reordered] = ctx.node('ReorderInput', [image!], {}, 1, NCHWC_DOMAIN);
     return ctx.node('Reshape', [reordered!, ctx.ints([op, 1, kh, kw])])[0]!;
   }
   const [padded] = op !== o || ip !== cg ? ctx.node('Pad', [w, ctx.ints([0, 0, 0, 0, op - o, ip - cg, 0, 0])]) : [w];
-  const [split] = ctx.node('Reshape', [padded!, ctx.ints([op / block, block, ip / block, block, kh, kw])]);
-  const [moved] = ctx.node('Transpose', [split!], { perm: { ints: [0, 2, 4, 5, 3, 1] } });
+  const [shape, perm] = layout === 'dense' ? [[op / block, block, ip / block, block, kh, kw], [0, 2, 4, 5, 3, 1]] : [[op / block, block, ip, kh, kw], [0, 2, 3, 4, 1]];
+  const [split] = ctx.node('Reshape', [padded!, ctx.ints(shape)]);
+  const [moved] = ctx.node('Transpose', [split!], { perm: { ints: perm } });
   return ctx.node('Reshape', [moved!, ctx.ints([op, ip, kh, kw])])[0]!;
 }
 
@@ -55,25 +59,29 @@ function blockedFilter(ctx: EmitContext, w: string, [o, cg, kh, kw]: readonly [n
  * A conv in ONNX Runtime's blocked layout (channels in blocks of `block`, the
  * innermost axis), for weights computed at run time: ORT's own NCHWc pass
  * rewrites only convs with constant weights, so a training graph's convs keep
- * its generic im2col + GEMM kernel, ~3–5× slower for depthwise convs and
- * ~1.4× for dense 3×3 ones (measured at 8×768×14×14 and 8×64×56×56). Here the
- * weights are reordered in the graph, the activation on the way in and out. Dense 1×1 and patchify (stride = kernel) convs gain nothing: they stay plain.
+ * its generic im2col + GEMM kernel, ~3–5× slower for depthwise convs, ~1.4×
+ * for dense 3×3 ones and 1.1–1.4× for strided ones (measured at 8×768×14×14,
+ * 8×64×56×56, and 3×3 or 7×7 at stride 2). Here the weights are reordered in
+ * the graph, the activation on the way in (unless it has fewer channels than
+ * a block, which the kernel reads as NCHW: an RGB stem) and out. Dense 1×1
+ * and patchify (stride = kernel) convs gain nothing: they stay plain.
  */
 function nchwcConv(ctx: EmitContext, node: Node, inputs: readonly string[], a: ConvAttrs, block: number): string[] | undefined {
   const [o, cg, kh, kw] = node.inputs[1]!.shape as [number, number, number, number];
   const c = node.inputs[0]!.shape[1]!;
   const depthwise = isDepthwise(c, node.inputs[1]!.shape, a.groups);
-  const dense = a.groups === 1 && kh * kw > 1 && a.stride.every((s) => s === 1);
+  const dense = a.groups === 1 && kh * kw > 1 && !(a.stride[0] === kh && a.stride[1] === kw);
+  const nchwInput = dense && c < block;
   // ReorderInput needs channels in fours; it pads them up to the block itself.
-  if (!(depthwise || dense) || c % 4 !== 0 || o % 4 !== 0) return undefined;
+  if (!(depthwise || dense) || (c % 4 !== 0 && !nchwInput) || o % 4 !== 0) return undefined;
   const up = (n: number) => Math.ceil(n / block) * block;
-  const [op, ip] = [up(o), depthwise ? 1 : up(cg)];
+  const [op, ip] = [up(o), depthwise ? 1 : nchwInput ? cg : up(cg)];
   let b = inputs[2];
   if (b !== undefined && op !== o) [b] = ctx.node('Pad', [b, ctx.ints([0, op - o])]);
-  const filter = blockedFilter(ctx, inputs[1]!, [o, cg, kh, kw], [op, ip], block, depthwise);
-  const [x] = ctx.node('ReorderInput', [inputs[0]!], {}, 1, NCHWC_DOMAIN);
+  const filter = blockedFilter(ctx, inputs[1]!, [o, cg, kh, kw], [op, ip], block, depthwise ? 'depthwise' : nchwInput ? 'nchw-input' : 'dense');
+  const [x] = nchwInput ? [inputs[0]!] : ctx.node('ReorderInput', [inputs[0]!], {}, 1, NCHWC_DOMAIN);
   const attrs = { ...windowAttrs([kh, kw], a), group: { int: depthwise ? op : 1 } };
-  const [y] = ctx.node('Conv', [x!, filter!, ...(b === undefined ? [] : [b])], attrs, 1, NCHWC_DOMAIN);
+  const [y] = ctx.node('Conv', [x!, filter, ...(b === undefined ? [] : [b])], attrs, 1, NCHWC_DOMAIN);
   return ctx.node('ReorderOutput', [y!], { channels: { int: o } }, 1, NCHWC_DOMAIN);
 }
 
