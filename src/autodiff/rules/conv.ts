@@ -79,7 +79,7 @@ function depthwiseWeightGrad(x: Tensor, gy: Tensor, [kh, kw]: Pair, a: ConvAttrs
   // Positions past the last tap are rows/columns of x no window reached (the stride's leftover).
   if (taps.shape[2]! > kh) taps = taps.slice(2, 0, kh);
   if (taps.shape[3]! > kw) taps = taps.slice(3, 0, kw);
-  return taps.reshape([n, c * kh * kw]).sum(0).reshape([c, 1, kh, kw]);
+  return (n === 1 ? taps : taps.reshape([n, c * kh * kw]).sum(0)).reshape([c, 1, kh, kw]);
 }
 
 /** The [k, k] exchange matrix: multiplying by it reverses an axis of length k. */
