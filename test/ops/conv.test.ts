@@ -45,6 +45,9 @@ describe('conv2d', () => {
     ['dense 3×3, 8 → 12 channels, dilation 2', [1, 8, 6, 7], [12, 8, 3, 3], true, { padding: [2, 1, 2, 0], dilation: 2 }],
     ['dense 3×3 stride 2, 16 → 8 channels', [2, 16, 7, 6], [8, 16, 3, 3], true, { stride: 2, padding: [1, 0, 1, 1] }],
     ['7×7 stride 2 on 3 channels (an RGB stem: the blocked kernel reads NCHW)', [2, 3, 11, 10], [8, 3, 7, 7], false, { stride: 2, padding: 3 }],
+    // Channels a multiple of the block: the weight gradient's filters reuse gy's NCHWc reorder.
+    ['depthwise, 2 × 16 channels', [2, 16, 6, 5], [16, 1, 3, 3], true, { padding: 1, groups: 16 }],
+    ['depthwise, 2 × 16 channels, stride 2', [2, 16, 7, 6], [16, 1, 3, 3], false, { stride: 2, padding: [1, 0, 1, 1], groups: 16 }],
   ];
   for (const [name, xs, ws, bias, opts] of cases) {
     it(name, async () => {
@@ -95,6 +98,24 @@ describe('conv2d', () => {
     const onnx = Buffer.from(toOnnx(g, { contribOps: true, nchwcBlock: 8 }));
     expect(onnx.includes('ReorderOutput')).toBe(true);
     expect(onnx.includes('Transpose')).toBe(false);
+  });
+  it('the depthwise weight gradient\'s filters reuse the input gradient\'s NCHWc reorder of gy when C is a multiple of the block', () => {
+    const reorders = (c: number, block: number) => {
+      const g = trace((x, w) => grad(conv2d(x, w, undefined, { padding: 1, groups: c }).square().sum(), [x, w]), [
+        { dtype: 'float32', shape: [2, c, 6, 6], name: 'x' },
+        { dtype: 'float32', shape: [c, 1, 3, 3], name: 'w' },
+      ]).graph;
+      const bytes = Buffer.from(toOnnx(g, { contribOps: true, nchwcBlock: block }));
+      const opType = Buffer.from([0x22, 12, ...Buffer.from('ReorderInput')]); // NodeProto.op_type
+      let n = 0;
+      for (let at = bytes.indexOf(opType); at >= 0; at = bytes.indexOf(opType, at + 1)) n++;
+      return n;
+    };
+    // x, gy, the two filters and x as N·C images (for the weight gradient); its filters, gy as N·C images, add none
+    expect(reorders(16, 8)).toBe(5);
+    expect(reorders(16, 16)).toBe(5);
+    // 12 channels in blocks of 8: gy's images are blocked differently from gy, so they get their own
+    expect(reorders(12, 8)).toBe(6);
   });
   it('first layer: no input gradient needed', async () => {
     await checkOp({ fn: (x, w, b) => conv2d(x, w, b, { stride: 2, padding: 1 }), inputs: [randn([2, 2, 5, 5], 4), randn([3, 2, 3, 3], 5), randn([3], 6)], wrt: [1, 2] });

@@ -91,6 +91,7 @@ export class EmitContext {
   private readonly names = new Map<Value, string>();
   private readonly constCache = new Map<string, string>();
   private readonly staticMemo = new Map<Value, boolean>();
+  private readonly blocked = new Map<string, string>();
   private counter = 0;
   private current: Node | undefined;
 
@@ -161,6 +162,16 @@ export class EmitContext {
     if (domain) this.domains.set(domain, 1);
     this.nodes.push({ opType, name: `${scope}${opType}_${this.counter++}`, inputs: [...inputs], outputs: outs, attrs, domain });
     return outs;
+  }
+
+  /**
+   * The NCHW tensor `x` in ONNX Runtime's NCHWc layout (channels in blocks of
+   * `nchwcBlock`): one ReorderInput however many convs read it.
+   */
+  nchwc(x: string): string {
+    let r = this.blocked.get(x);
+    if (!r) this.blocked.set(x, (r = this.node('ReorderInput', [x], {}, 1, NCHWC_DOMAIN)[0]!));
+    return r;
   }
 
   /** An initializer holding `a` (deduplicated for small constants). */
