@@ -1,4 +1,5 @@
-import type { Tensor } from '../../tensor/tensor.js';
+import type { Value } from '../../ir/graph.js';
+import { type Tensor, wrap } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
 import { unbroadcast } from './util.js';
 
@@ -22,6 +23,18 @@ function foldedWeightGrad(a: Tensor, b: Tensor, g: Tensor): Tensor {
   return a.reshape([-1, k]).mT.matmul(g.reshape([-1, n])).reshape([...b.shape]);
 }
 
+/** Whether `perm` swaps the last two axes and keeps the rest. */
+function swapsLastTwo(perm: readonly number[]): boolean {
+  const r = perm.length;
+  return r >= 2 && perm.every((p, i) => p === (i < r - 2 ? i : 2 * r - 3 - i));
+}
+
+/** `v` with its last two axes swapped: the source of `v` when `v` is itself that swap. */
+function swapLast(v: Value): Tensor {
+  const p = v.producer;
+  return p?.op === 'transpose' && swapsLastTwo(p.attrs.perm as readonly number[]) ? wrap(p.inputs[0]!) : wrap(v).mT;
+}
+
 export const layoutRules: RuleTable<'matmul' | 'reshape' | 'transpose' | 'expand' | 'reduce_sum' | 'reduce_mean' | 'slice' | 'concat'> = {
   matmul: ({ inputs: [a, b], needs }, [g]) => [
     needs[0] ? unbroadcast(g!.matmul(b!.mT), a!.shape) : undefined,
@@ -29,6 +42,11 @@ export const layoutRules: RuleTable<'matmul' | 'reshape' | 'transpose' | 'expand
   ],
   reshape: ({ inputs: [x] }, [g]) => [g!.reshape([...x!.shape])],
   transpose: ({ attrs: { perm } }, [g]) => {
+    // The cotangent of a swap of the last two axes (attention's k.mT) is a matrix product A·B:
+    // build its transpose as Bᵀ·Aᵀ, whose transposes ONNX Runtime folds into the product's flags,
+    // where transposing the product's result is a pass of its own.
+    const product = g!.value.producer;
+    if (swapsLastTwo(perm) && product?.op === 'matmul') return [swapLast(product.inputs[1]!).matmul(swapLast(product.inputs[0]!))];
     const inv = new Array<number>(perm.length);
     perm.forEach((p, i) => (inv[p] = i));
     return [g!.permute(...inv)];
