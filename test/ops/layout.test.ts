@@ -24,8 +24,9 @@ describe('matmul', () => {
   });
   it('attention-shaped q·kᵀ: k\'s cotangent is built as a product, not a product transposed', async () => {
     await checkOp({ fn: (q, k) => q.matmul(k.mT), inputs: [randn([2, 2, 5, 3], 5), randn([2, 2, 5, 3], 6)] });
-    // with broadcasting batch dims, and k.mT read twice (its cotangents add up before the transpose)
-    await checkOp({ fn: (q, k) => q.matmul(k.mT).add(q.matmul(k.mT).mul(0.5)), inputs: [randn([2, 1, 5, 3], 7), randn([2, 4, 3], 8)] });
+    // with broadcasting batch dims (kᵀ's cotangent is summed over them), and one kᵀ read twice (its two
+    // cotangents add up before the transpose): neither arrives as a bare product
+    await checkOp({ fn: (q, k) => { const kt = k.mT; return q.matmul(kt).add(q.mul(0.5).matmul(kt)); }, inputs: [randn([2, 1, 5, 3], 7), randn([2, 4, 3], 8)] });
     const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
     const g = trace((q, k, c) => grad(q!.matmul(k!.mT), [k!], c), [spec([2, 2, 5, 3]), spec([2, 2, 5, 3]), spec([2, 2, 5, 5])]).graph;
     // no transpose of a product's result (a transpose of an input ONNX Runtime folds into the product's flags)
