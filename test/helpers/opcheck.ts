@@ -133,3 +133,12 @@ export async function checkOp(c: OpCheck): Promise<RefArray[]> {
   ortGrads.forEach((g, k) => expectClose(g.toFloat64(), analytic[k]!.data, Math.max(rtol, 1e-4), `gradient on ORT vs reference, input ${wrt[k]}`, 1e-6));
   return ref;
 }
+
+/** How many nodes of `opType` a serialized ONNX model holds (read from NodeProto.op_type, field 4, so node and value names never count). */
+export function onnxOpCount(model: Uint8Array, opType: string): number {
+  const field = Buffer.from([0x22, opType.length, ...Buffer.from(opType)]);
+  const bytes = Buffer.from(model);
+  let n = 0;
+  for (let at = bytes.indexOf(field); at >= 0; at = bytes.indexOf(field, at + field.length)) n++;
+  return n;
+}
