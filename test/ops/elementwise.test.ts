@@ -4,8 +4,8 @@ import { compile } from '../../src/backends/compile.js';
 import { toOnnx } from '../../src/backends/onnx/model.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
-import { constant, where, type Tensor } from '../../src/tensor/tensor.js';
-import { checkOp, expectClose, randn, runOrt, runRef } from '../helpers/opcheck.js';
+import { batchNormTrain, constant, layerNorm, where, type Tensor } from '../../src/tensor/tensor.js';
+import { checkOp, expectClose, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
 
 const pos = (shape: number[], seed: number) => {
   const a = randn(shape, seed);
@@ -122,5 +122,59 @@ describe('gelu (primitive: ORT contrib kernel in process, standard ONNX in files
     expect(has(toOnnx(gelu, { contribOps: true }))).toBe(true);
     expect(has(toOnnx(gelu))).toBe(false);
     expect(has(toOnnx(plain, { contribOps: true }))).toBe(false);
+  });
+});
+
+describe('a + y·s lowers to one GatedAdd in process (scale constant along trailing axes)', () => {
+  const shape = [4, 8, 16, 16];
+  /** ORT (contrib ops) against the reference interpreter, and the GatedAdd nodes of the in-process and the portable model. */
+  async function check(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: NDArray[]): Promise<{ fused: number; portable: number }> {
+    const ref = runRef(fn, inputs);
+    const ort = await runOrt(fn, inputs);
+    ref.forEach((r, i) => expectClose(ort[i]!.toFloat64(), r.data, 1e-5, `ORT vs reference, output ${i}`, 1e-6));
+    const { graph } = trace(fn, inputs.map((a, i) => ({ dtype: 'float32' as const, shape: a.shape, name: `input_${i}` })));
+    return { fused: onnxOpCount(toOnnx(graph, { contribOps: true }), 'GatedAdd'), portable: onnxOpCount(toOnnx(graph), 'GatedAdd') };
+  }
+  const fusedCases: [string, (...xs: Tensor[]) => Tensor, number[]][] = [
+    ['a constant scalar', (a, y) => a.add(y!.mul(0.3)), []],
+    ['a run-time scalar, subtracted', (a, y, s) => a.sub(y!.mul(s!)), []],
+    ['a per-row sum (scale first)', (a, y, s) => a.add(s!.mul(y!)), [4, 8, 16, 1]],
+    ['a per-channel vector over NCHW (product first)', (a, y, s) => y!.mul(s!).add(a), [8, 1, 1]],
+  ];
+  for (const [what, fn, scaleShape] of fusedCases) {
+    it(what, async () => {
+      const counts = await check(fn, [randn(shape, 1), randn(shape, 2), randn(scaleShape, 3)]);
+      expect(counts).toEqual({ fused: 1, portable: 0 });
+    });
+  }
+  it('a flat vector that is a graph output stays one row (a Reshape would copy it)', async () => {
+    const fn = (a: Tensor, y: Tensor, s: Tensor) => a.add(y.mul(s));
+    expect(await check(fn, [randn([8192], 4), randn([8192], 5), randn([], 6)])).toEqual({ fused: 1, portable: 0 });
+    const { graph } = trace(fn, [{ dtype: 'float32', shape: [8192] }, { dtype: 'float32', shape: [8192] }, { dtype: 'float32', shape: [] }]);
+    // the scalar's own, to the gate's [1]; none of the vectors
+    expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'Reshape')).toBe(1);
+  });
+  const plainCases: [string, (...xs: Tensor[]) => Tensor | Tensor[], number[][]][] = [
+    ['the scale varies along the last axis', (a, y, s) => a.add(y!.mul(s!)), [shape, shape, [16]]],
+    ['the product is read twice', (a, y, s) => { const p = y!.mul(s!); return [a.add(p), p]; }, [shape, shape, []]],
+    ['the product is the minuend', (a, y, s) => y!.mul(s!).sub(a), [shape, shape, []]],
+    ['the tensor is small', (a, y, s) => a.add(y!.mul(s!)), [[4, 8], [4, 8], []]],
+    ['the other addend broadcasts', (a, y, s) => a.add(y!.mul(s!)), [[16], shape, []]],
+  ];
+  for (const [what, fn, shapes] of plainCases) {
+    it(`stays Mul and Add when ${what}`, async () => {
+      expect((await check(fn, shapes.map((s, i) => randn(s, 10 + i)))).fused).toBe(0);
+    });
+  }
+  it('the gradients of softmax, layer norm and batch norm use it and agree with the reference', async () => {
+    const fn = (x: Tensor, w: Tensor, b: Tensor, wc: Tensor, bc: Tensor): Tensor[] => {
+      const soft = x.softmax(-1).mul(x).sum();
+      const ln = layerNorm(x.reshape([4, 8, 256]), w, b).square().sum();
+      const bn = batchNormTrain(x, wc, bc)[0].square().sum();
+      return grad(soft.add(ln).add(bn), [x, w, b, wc, bc]);
+    };
+    const counts = await check(fn, [randn(shape, 20), randn([256], 21), randn([256], 22), randn([8], 23), randn([8], 24)]);
+    expect(counts.fused).toBeGreaterThanOrEqual(3);
+    expect(counts.portable).toBe(0);
   });
 });

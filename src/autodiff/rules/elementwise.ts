@@ -50,15 +50,15 @@ export const elementwiseRules: RuleTable<
   erf: ({ inputs: [x] }, [g]) => [g!.mul(x!.mul(x!).neg().exp().mul(2 / Math.sqrt(Math.PI)))],
   // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2: Φ = 0.5·erf(u) + 0.5, one HardSigmoid pass (it never
   // clips: erf ∈ [−1, 1]; measured faster than the scalar affine as BatchNormalization, and ORT
-  // parallelises it on large tensors), and x·φ(x) = (x/√(2π))·exp(−u²), written as a division by
+  // parallelises it on large tensors), and x·φ(x) = u·exp(−u²)/√π, written as a division by
   // exp(u²) (which saves a negation pass; it overflows to inf only where the term is below float32's
-  // range anyway). Nine elementwise passes; the forward is one fused kernel on ORT, so it keeps no
+  // range anyway) whose 1/√π joins the sum in one pass on ORT (GatedAdd, see emit/scaled_add.ts).
+  // Eight elementwise passes; the forward is one fused kernel on ORT, so it keeps no
   // intermediates to reuse.
   gelu: ({ inputs: [x] }, [g]) => {
     const u = x!.mul(Math.SQRT1_2);
     const cdf = u.erf().hardSigmoid(0.5, 0.5);
-    const xpdf = x!.mul(1 / Math.sqrt(2 * Math.PI)).div(u.mul(u).exp());
-    return [g!.mul(cdf.add(xpdf))];
+    return [g!.mul(cdf.add(u.div(u.mul(u).exp()).mul(1 / Math.sqrt(Math.PI))))];
   },
   // Zero where the output is clamped, as PyTorch's hardsigmoid_backward (strict at the kinks).
   hard_sigmoid: ({ outputs: [y], attrs: { alpha } }, [g]) => [where(y!.gt(0).and(y!.lt(1)), g!.mul(alpha), 0)],

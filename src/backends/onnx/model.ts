@@ -9,6 +9,7 @@ import { type DType, NDArray, numel } from '../../ir/ndarray.js';
 import { ONNX_DTYPE_CODE as ONNX_DTYPE } from './dtypes.js';
 import { EMITTERS } from './emit/index.js';
 import { reshapeSource } from './emit/layout.js';
+import { type ScaledAdd, emitScaledAdd, planScaledAdds } from './emit/scaled_add.js';
 import { ProtoWriter } from './protobuf.js';
 
 export const OPSET = 17;
@@ -277,9 +278,12 @@ export function onnxInputNames(graph: Graph): Map<Value, string> {
 /** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
 export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
   const live = graph.liveNodes();
-  const used = new Set<Value>(graph.outputs);
-  for (const n of live) for (const v of n.inputs) used.add(v);
-  const ctx = new EmitContext(opts, used);
+  const uses = new Map<Value, number>();
+  for (const v of [...live.flatMap((n) => n.inputs), ...graph.outputs]) uses.set(v, (uses.get(v) ?? 0) + 1);
+  const ctx = new EmitContext(opts, new Set(uses.keys()));
+  // GatedAdd's views bake in the traced sizes.
+  const scaledAdds = ctx.contribOps && ctx.fixedShapes ? planScaledAdds(live, uses, new Set(graph.outputs)) : new Map<Node, ScaledAdd>();
+  const absorbed = new Set([...scaledAdds.values()].map((s) => s.mul));
   const inputsInfo: ProtoWriter[] = [];
   const shapeOf = (v: Value) => {
     const sym = opts.symbolicDims?.get(v);
@@ -302,16 +306,21 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
     return (batchName ??= ctx.node('Shape', [ctx.name(first)], { start: { int: 0 }, end: { int: 1 } })[0]!);
   };
   for (const node of live) {
+    if (absorbed.has(node)) continue;
     const emitter = EMITTERS[node.op];
     if (!emitter) throw new RuntimeFailure(`onnx: op '${node.op}' has no ONNX lowering`);
     ctx.setCurrent(node);
     const inputs = node.inputs.map((v) => ctx.name(v));
     const target = opts.shapeTargets?.get(node);
-    const outs = target ? emitShapeTarget(ctx, node, inputs[0]!, target, batch) : (emitter as (c: EmitContext, n: Node, i: readonly string[]) => string[])(ctx, node, inputs);
+    const scaled = scaledAdds.get(node);
+    const outs =
+      target ? emitShapeTarget(ctx, node, inputs[0]!, target, batch)
+      : scaled ? emitScaledAdd(ctx, scaled)
+      : (emitter as (c: EmitContext, n: Node, i: readonly string[]) => string[])(ctx, node, inputs);
     // A lowering may leave out an optional output nobody reads (it returns fewer names).
     node.outputs.forEach((v, i) => {
       if (outs[i] !== undefined) ctx.bind(v, outs[i]);
-      else if (used.has(v)) throw new RuntimeFailure(`onnx: the lowering of '${node.op}' left out output ${i}, which is used`);
+      else if (uses.has(v)) throw new RuntimeFailure(`onnx: the lowering of '${node.op}' left out output ${i}, which is used`);
     });
   }
   ctx.setCurrent(undefined);
