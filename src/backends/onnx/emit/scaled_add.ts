@@ -22,7 +22,7 @@ const MIN_SIZE = 4096;
 const SCALAR_ROWS = 8;
 
 export interface ScaledAdd {
-  /** The add/sub node the GatedAdd replaces, and the mul it absorbs. */
+  /** The product the GatedAdd absorbs (it is not emitted). */
   readonly mul: Node;
   readonly a: Value;
   readonly y: Value;
