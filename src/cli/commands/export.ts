@@ -46,7 +46,7 @@ export function registerExport(program: Command, io: CliIO): Command {
     .requiredOption('--out <file.onnx>', 'where to write the model (atomically)')
     .option('--batch <n|dynamic>', "'dynamic' (default: a symbolic batch dimension) or a fixed batch size", parseBatch, 'dynamic')
     .option('--no-fold', 'keep the graph as traced (default: fold each BatchNorm into the convolution before it or an unpadded one after it, and x + dwconv(x) into the depthwise conv)')
-    .option('--contrib-ops', "use ONNX Runtime's contrib operators (fused GELU, self-attention as one Attention kernel): the graph volution itself runs, faster in ONNX Runtime but not portable to other runtimes", false);
+    .option('--contrib-ops', "use ONNX Runtime's contrib operators (fused GELU, a + y·s as one GatedAdd, self-attention as one Attention kernel): the graph volution itself runs, faster in ONNX Runtime but not portable to other runtimes", false);
   addModelOptions(cmd, 'optional');
   addThreadsOption(cmd);
   return cmd
