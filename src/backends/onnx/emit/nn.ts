@@ -33,9 +33,10 @@ export const nnEmitters: EmitterTable<
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
   // BatchNormalization's training mode outputs updated running statistics rather than the batch
-  // ones, and ORT's kernel for it is unusable (with momentum 0 those outputs would be the batch
-  // statistics, but two such nodes in one graph corrupt each other's, and a batch holding Inf leaves
-  // NaN statistics for every later run), so the statistics are computed here:
+  // ones (with momentum 0 they are the batch statistics), and ORT's kernel writes them in place into
+  // its running-statistic inputs, shared constants and caller buffers included (two such nodes then
+  // corrupt each other's, and an Inf left there makes every later run NaN); with a fresh input per
+  // node it measured no faster here (README), so the statistics are computed here:
   // mean, x − mean, the variance as the sum of its squares (no squared tensor is written);
   // the normalisation is then ONE inference-form BatchNormalization pass with those statistics.
   batch_norm_train: (ctx, node, [x, w, b]) => {
