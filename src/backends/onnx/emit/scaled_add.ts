@@ -16,9 +16,9 @@ import { numel } from '../../../ir/ndarray.js';
 import type { EmitContext } from '../model.js';
 import { MS_DOMAIN } from './types.js';
 
-/** Smaller tensors keep Mul and Add: there the pass saved is worth about as much as the extra nodes' overhead. */
+/** Smaller tensors keep Mul and Add (a judgement, not a measured optimum): the pass saved is then a few µs, like the extra Reshape nodes. */
 const MIN_SIZE = 4096;
-/** Rows a scalar-scaled tensor is cut into: GatedAdd parallelises over rows. */
+/** Rows a scalar-scaled tensor is cut into: GatedAdd parallelises over rows (1.2 M floats, 2 threads: 0.32 ms in 8 rows, 0.63 in one). */
 const SCALAR_ROWS = 8;
 
 export interface ScaledAdd {
