@@ -113,9 +113,9 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
       const out = await session.run(feeds);
       outs = traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
     }
-    // Train-mode buffer updates (running stats) are stored back, like PyTorch's in-place updates.
+    // Train-mode buffer updates (running stats) are stored back in the buffer's shape, like PyTorch's in-place updates.
     traced.updates.forEach(([p], i) => {
-      const v = outs[traced.numOutputs + i]!;
+      const v = outs[traced.numOutputs + i]!.reshape(p.data.shape);
       (p as { data: NDArray }).data = v.dtype === p.data.dtype ? v : v.astype(p.data.dtype);
     });
     return outs.slice(0, traced.numOutputs);

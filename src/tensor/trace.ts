@@ -6,9 +6,9 @@
  * arrays owned by modules) are lifted into the trace the first time an op
  * uses them, becoming graph inputs of role 'param'.
  */
-import { TraceError } from '../errors.js';
+import { ShapeError, TraceError, fmtShape } from '../errors.js';
 import { Graph, type Value, type ValueType } from '../ir/graph.js';
-import type { NDArray } from '../ir/ndarray.js';
+import { type NDArray, numel } from '../ir/ndarray.js';
 import type { AttrsOf, OpName } from '../ir/ops.js';
 
 /** Anything whose data can be lifted into a trace as a graph input. */
@@ -89,9 +89,12 @@ export class Trace {
   /**
    * Records a new value for a buffer (e.g. BatchNorm running stats in train
    * mode). Runners return it as an extra output and store it after the run,
-   * as PyTorch's in-place buffer updates would.
+   * as PyTorch's in-place buffer updates would, in the buffer's own shape:
+   * the value may be any view with as many elements (an optimizer's flat
+   * slice), which spares ONNX Runtime a Reshape to a graph output, a copy.
    */
   assign(p: Liftable, value: Value): void {
+    if (numel(value.shape) !== p.data.size) throw new ShapeError(`assign: a value of shape ${fmtShape(value.shape)} for a buffer of shape ${fmtShape(p.data.shape)}`);
     this.updates.set(p, value);
   }
 

@@ -128,7 +128,7 @@ abstract class FlatOptimizer implements Optimizer {
       const next = this.rule(flatten(group.params), grads[gi]!, group.weightDecay, s, (slot) => this.buffer(gi, slot));
       let at = 0;
       for (const p of group.params) {
-        t.assign(p, next.slice(0, at, at + p.data.size).reshape([...p.data.shape]).value);
+        t.assign(p, next.slice(0, at, at + p.data.size).value);
         at += p.data.size;
       }
     });

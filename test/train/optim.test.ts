@@ -8,6 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { Linear, Mlp } from '../../src/nn/layers.js';
 import { Rng } from '../../src/rng.js';
+import { compile } from '../../src/backends/compile.js';
+import { activeTrace } from '../../src/tensor/trace.js';
 import { Parameter } from '../../src/tensor/tensor.js';
 import { crossEntropy } from '../../src/train/losses.js';
 import { AdamW, type Optimizer, SGD, chunkGroups, paramGroups } from '../../src/train/optim.js';
@@ -89,6 +91,30 @@ describe('the update runs in chunks of parameters', () => {
     expect(chunkGroups(small)).toEqual(small);
     const large = [{ params: [param('a', 3_000_000), param('b', 60_000), param('c', 60_000), param('d', 20_000), param('e', 2_000_000)], weightDecay: 0 }];
     expect(chunkGroups(large).map((c) => c.params.map((p) => p.name))).toEqual([['a'], ['b', 'c'], ['d'], ['e']]);
+  });
+
+  it('updated parameters leave the graph as flat slices (a Reshape to a graph output is a copy in ONNX Runtime) and come back in their own shapes', async () => {
+    const mlp = new Mlp(3, 4, { rng: new Rng(0), outFeatures: 2 }).nameParameters();
+    const step = new TrainStep(mlp, { optimizer: new AdamW(), groups: paramGroups(mlp.namedParameters(), 0.05), loss: crossEntropy, optimizerChunk: 6 });
+    const x = NDArray.float32([4, 3], [1, 2, 3, -1, 0, 1, 0.5, -0.5, 2, 2, 1, 0]);
+    const t = NDArray.int64([4], [0, 1, 1, 0]);
+    const shapes = mlp.namedParameters().map(([k, p]) => [k, p.data.shape]);
+    const traced = (step as unknown as { fn: { traced: (...xs: NDArray[]) => import('../../src/tensor/function.js').Traced } }).fn.traced(x, t, NDArray.float32([], [0.1]), NDArray.float32([], [1]));
+    const producers = traced.updates.map(([, v]) => v.producer?.op);
+    expect(producers).not.toContain('reshape');
+    expect(traced.updates.every(([, v]) => v.shape.length === 1)).toBe(true);
+    await step.run(x, t, 0.1);
+    expect(mlp.namedParameters().map(([k, p]) => [k, p.data.shape])).toEqual(shapes);
+    await step.release();
+  });
+
+  it('Trace.assign refuses a value with another element count', () => {
+    const p = new Parameter(NDArray.float32([2, 3]), { name: 'p' });
+    const fn = compile((a) => {
+      activeTrace().assign(p, a!.value);
+      return a!;
+    });
+    expect(() => fn.traced(NDArray.float32([5]))).toThrow(/assign: a value of shape \[5\] for a buffer of shape \[2, 3\]/);
   });
 
   for (const [name, make] of [
