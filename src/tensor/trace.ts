@@ -94,7 +94,7 @@ export class Trace {
    * slice), which spares ONNX Runtime a Reshape to a graph output, a copy.
    */
   assign(p: Liftable, value: Value): void {
-    if (numel(value.shape) !== p.data.size) throw new ShapeError(`assign: a value of shape ${fmtShape(value.shape)} for a buffer of shape ${fmtShape(p.data.shape)}`);
+    if (numel(value.shape) !== p.data.size) throw new ShapeError(`assign: a value of shape ${fmtShape(value.shape)} for a buffer of shape ${fmtShape(p.data.shape)} (the new value must have as many elements as the buffer: '${p.name}')`);
     this.updates.set(p, value);
   }
 
