@@ -240,11 +240,11 @@ export class AdamW extends FlatOptimizer {
     // bias corrections as graph scalars: 1 − β^t
     const bc1 = step.mul(Math.log(b1)).exp().neg().add(1);
     const rootBc2 = step.mul(Math.log(b2)).exp().neg().add(1).sqrt();
-    const scale = (k: number) => (gradScale ? gradScale.mul(k) : k);
     const m = state('exp_avg');
     const v = state('exp_avg_sq');
-    const m1 = m.mul(b1).add(g.mul(scale(1 - b1)));
-    const v1 = v.mul(b2).add(g.mul(g).mul(gradScale ? gradScale.mul(gradScale).mul(1 - b2) : 1 - b2));
+    const m1 = m.mul(b1).add(g.mul(gradScale ? gradScale.mul(1 - b1) : 1 - b1));
+    // g·g is the same node as the clipping norm's g² (ORT's common-subexpression pass keeps one)
+    const v1 = v.mul(b2).add(g.mul(g).mul(gradScale ? gradScale.square().mul(1 - b2) : 1 - b2));
     const update = m1.div(v1.sqrt().add(rootBc2.mul(eps))).mul(lr.mul(rootBc2).div(bc1));
     t.assign(m, m1.value);
     t.assign(v, v1.value);
