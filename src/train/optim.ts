@@ -29,7 +29,7 @@ export interface Optimizer {
   readonly name: string;
   /**
    * Emits the update of every group's parameters. `grads[i]` is group i's
-   * gradient flattened in parameter order (see `flatten`), still to be
+   * gradient as one chunk tensor (see `chunkTensor`), still to be
    * multiplied by `s.gradScale` when that is given. The train step passes
    * chunks (`chunkGroups`) as the groups.
    */
@@ -39,14 +39,27 @@ export interface Optimizer {
   loadStateDict(sd: ReadonlyMap<string, NDArray>): void;
 }
 
+/** Rows a chunk tensor is viewed in (see `chunkTensor`). */
+const CHUNK_ROWS = 8;
+
+/** A chunk of `size` elements as its tensors see it: [8, size / 8] when 8 divides it, else flat. */
+export function chunkShape(size: number): number[] {
+  return size % CHUNK_ROWS === 0 ? [CHUNK_ROWS, size / CHUNK_ROWS] : [size];
+}
+
 /**
- * The tensors as one flat vector, in order (a single Concat; a single tensor
- * is only reshaped). Flat even for one tensor: ONNX Runtime broadcasts a
- * scalar over a shape that ends in 1×1 (a pointwise conv's weight) one
- * element at a time, 30× slower than over a vector.
+ * The tensors as one chunk: flattened and concatenated in order (a single
+ * Concat; a single tensor is only reshaped), in `chunkShape`. Flat even for
+ * one tensor: ONNX Runtime broadcasts a scalar over a shape that ends in 1×1
+ * (a pointwise conv's weight) one element at a time, 30× slower than over a
+ * vector. In rows because its `a + t·scalar` updates run as GatedAdd, which
+ * shares rows among threads, and the updated state leaves the graph in this
+ * shape as it is (a Reshape to a graph output is a copy): one row would run
+ * on one thread.
  */
-export function flatten(tensors: readonly Tensor[]): Tensor {
-  return concat(tensors.map((t) => t.reshape(-1)));
+export function chunkTensor(tensors: readonly Tensor[]): Tensor {
+  const flat = concat(tensors.map((t) => t.reshape(-1)));
+  return flat.reshape(chunkShape(flat.size));
 }
 
 /**
@@ -67,7 +80,7 @@ const WHOLE_GROUP_MAX = 1 << 22;
 /**
  * Each group split into runs of consecutive parameters of at most
  * `maxElements` elements together; a larger parameter is a chunk of its own.
- * The update rule runs once per chunk, on flat vectors: a dozen kernels per
+ * The update rule runs once per chunk, on one tensor each: a dozen kernels per
  * chunk instead of a dozen per parameter (ONNX Runtime's per-node overhead
  * dominates small tensors — PyTorch's "multi-tensor" optimizers make the same
  * trade), and instead of one dozen over the whole model, whose intermediates
@@ -106,18 +119,19 @@ export function chunkGroups(groups: readonly ParamGroup[], maxElements?: number)
 
 /**
  * The update rule runs on whole chunks of parameters at once (`chunkGroups`):
- * each chunk's parameters, gradients and state are single flat vectors. The
- * state is stored flat per chunk and exposed per parameter in `stateDict`.
+ * each chunk's parameters, gradients and state are single tensors
+ * (`chunkTensor`). The state is stored per chunk and exposed per parameter
+ * in `stateDict`.
  */
 abstract class FlatOptimizer implements Optimizer {
   abstract readonly name: string;
-  /** Flat state vectors by `<group>:<slot>`. */
+  /** State buffers, chunk tensors, by `<group>:<slot>`. */
   private readonly buffers = new Map<string, Parameter>();
   private layout: readonly (readonly Parameter[])[] = [];
   /** State loaded before the groups were known, assembled when the buffers are made. */
   private pending: ReadonlyMap<string, NDArray> | undefined;
 
-  /** New flat parameters from flat parameters `p` and gradients `g`; `state(slot)` gives a flat state buffer. */
+  /** New parameters from parameters `p` and gradients `g`, all one chunk tensor (`chunkTensor`); `state(slot)` gives a state buffer of the same shape. */
   protected abstract rule(p: Tensor, g: Tensor, weightDecay: number, s: StepScalars, state: (slot: string) => Parameter): Tensor;
   protected abstract readonly slotNames: readonly string[];
 
@@ -125,10 +139,16 @@ abstract class FlatOptimizer implements Optimizer {
     const t = activeTrace();
     this.layout = groups.map((g) => g.params);
     groups.forEach((group, gi) => {
-      const next = this.rule(flatten(group.params), grads[gi]!, group.weightDecay, s, (slot) => this.buffer(gi, slot));
+      const next = this.rule(chunkTensor(group.params), grads[gi]!, group.weightDecay, s, (slot) => this.buffer(gi, slot));
+      if (group.params.length === 1) {
+        // it leaves the graph in the chunk's shape; `compile` views it in its own
+        t.assign(group.params[0]!, next.value);
+        return;
+      }
+      const flat = next.reshape(-1);
       let at = 0;
       for (const p of group.params) {
-        t.assign(p, next.slice(0, at, at + p.data.size).value);
+        t.assign(p, flat.slice(0, at, at + p.data.size).value);
         at += p.data.size;
       }
     });
@@ -139,7 +159,7 @@ abstract class FlatOptimizer implements Optimizer {
     let b = this.buffers.get(key);
     if (!b) {
       const params = this.layout[group]!;
-      const flat = NDArray.float32([params.reduce((n, p) => n + p.data.size, 0)]);
+      const flat = NDArray.float32(chunkShape(params.reduce((n, p) => n + p.data.size, 0)));
       if (this.pending) {
         let at = 0;
         for (const p of params) {

@@ -12,7 +12,7 @@ import { NDArray } from '../ir/ndarray.js';
 import type { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
 import { type Tensor, where } from '../tensor/tensor.js';
-import { type Optimizer, type ParamGroup, chunkGroups, flatten } from './optim.js';
+import { type Optimizer, type ParamGroup, chunkGroups, chunkTensor } from './optim.js';
 
 export type LossFn = (logits: Tensor, target: Tensor) => Tensor;
 
@@ -56,13 +56,13 @@ export class TrainStep {
         model.train(wasTraining);
         const loss = opts.loss(logits, target!);
         const gs = grad(loss, params);
-        // One flat gradient per chunk: the norm, the clipping and the update run chunk by chunk.
+        // One gradient tensor per chunk: the norm, the clipping and the update run chunk by chunk.
         let at = 0;
-        const flat = chunks.map((g) => flatten(gs.slice(at, (at += g.params.length))));
-        const norm = flat.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
+        const chunked = chunks.map((g) => chunkTensor(gs.slice(at, (at += g.params.length))));
+        const norm = chunked.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
         // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
         const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
-        opts.optimizer.update(chunks, flat, { lr: lr!, step: step!, gradScale });
+        opts.optimizer.update(chunks, chunked, { lr: lr!, step: step!, gradScale });
         return [loss, logits, norm];
       },
       { threads: opts.threads, seed: opts.seed, rng: opts.rng, memoryPattern: false },

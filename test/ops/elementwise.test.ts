@@ -147,13 +147,15 @@ describe('a + y·s lowers to one GatedAdd in process (scale constant along trail
       expect(counts).toEqual({ fused: 1, portable: 0 });
     });
   }
-  it('a flat vector that is a graph output stays one row (a Reshape would copy it)', async () => {
-    const fn = (a: Tensor, y: Tensor, s: Tensor) => a.add(y.mul(s));
-    expect(await check(fn, [randn([8192], 4), randn([8192], 5), randn([], 6)])).toEqual({ fused: 1, portable: 0 });
-    const { graph } = trace(fn, [{ dtype: 'float32', shape: [8192] }, { dtype: 'float32', shape: [8192] }, { dtype: 'float32', shape: [] }]);
-    // the scalar's own, to the gate's [1]; none of the vectors
-    expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'Reshape')).toBe(1);
-  });
+  for (const rows of [[8192], [4, 2048]]) {
+    it(`a graph output keeps its shape ${JSON.stringify(rows)} as GatedAdd's rows (a Reshape would copy it)`, async () => {
+      const fn = (a: Tensor, y: Tensor, s: Tensor) => a.add(y.mul(s));
+      expect(await check(fn, [randn(rows, 4), randn(rows, 5), randn([], 6)])).toEqual({ fused: 1, portable: 0 });
+      const { graph } = trace(fn, [{ dtype: 'float32', shape: rows }, { dtype: 'float32', shape: rows }, { dtype: 'float32', shape: [] }]);
+      // the scalar's own, to the gate's [1, …]; none of the tensors
+      expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'Reshape')).toBe(1);
+    });
+  }
   const plainCases: [string, (...xs: Tensor[]) => Tensor | Tensor[], number[][]][] = [
     ['the scale varies along the last axis', (a, y, s) => a.add(y!.mul(s!)), [shape, shape, [16]]],
     ['the product is read twice', (a, y, s) => { const p = y!.mul(s!); return [a.add(p), p]; }, [shape, shape, []]],

@@ -77,11 +77,11 @@ export function emitScaledAdd(ctx: EmitContext, { a, y, scale, negate, isOutput 
   const shape = y.shape;
   const { padded, last } = scaleAxes(scale, shape.length);
   // GatedAdd's view: the axes the scale varies along, then everything else as one row. A scalar
-  // scale gets a few rows to share among threads, unless the view would cost a copy: a vector
-  // that is a graph output (an optimizer's updated state) stays one row.
+  // scale gets a few rows to share among threads, unless the view would cost a copy: a graph
+  // output keeps its own shape (an optimizer's updated state comes in rows, see chunkTensor).
   const lead =
     last >= 0 ? shape.slice(0, last + 1)
-    : shape.length === 1 && isOutput ? []
+    : isOutput ? shape.slice(0, -1)
     : [numel(shape) % SCALAR_ROWS === 0 ? SCALAR_ROWS : 1];
   const view = [...lead, numel(shape) / numel(lead)];
   const gateShape = [...lead, 1];
