@@ -48,14 +48,15 @@ export function chunkShape(size: number): number[] {
 }
 
 /**
- * The tensors as one chunk: flattened and concatenated in order (a single
- * Concat; a single tensor is only reshaped), in `chunkShape`. Flat even for
- * one tensor: ONNX Runtime broadcasts a scalar over a shape that ends in 1×1
- * (a pointwise conv's weight) one element at a time, 30× slower than over a
- * vector. In rows because its `a + t·scalar` updates run as GatedAdd, which
- * shares rows among threads, and the updated state leaves the graph in this
- * shape as it is (a Reshape to a graph output is a copy): one row would run
- * on one thread.
+ * The tensors as one chunk tensor: each flattened, concatenated in order (a
+ * single Concat; a single tensor is only reshaped) and viewed in
+ * `chunkShape`. Never in a tensor's own shape, even for one: ONNX Runtime
+ * broadcasts a scalar over a shape that ends in 1×1 (a pointwise conv's
+ * weight) one element at a time, 30× slower than over a long row. Rows of 8
+ * rather than one vector: the update's `a + t·scalar` passes run as GatedAdd,
+ * which shares rows among threads, and the updated state leaves the graph in
+ * this shape (reshaping a graph output is a copy), so one row would run on
+ * one thread.
  */
 export function chunkTensor(tensors: readonly Tensor[]): Tensor {
   const flat = concat(tensors.map((t) => t.reshape(-1)));
@@ -159,16 +160,16 @@ abstract class FlatOptimizer implements Optimizer {
     let b = this.buffers.get(key);
     if (!b) {
       const params = this.layout[group]!;
-      const flat = NDArray.float32(chunkShape(params.reduce((n, p) => n + p.data.size, 0)));
+      const state = NDArray.float32(chunkShape(params.reduce((n, p) => n + p.data.size, 0)));
       if (this.pending) {
         let at = 0;
         for (const p of params) {
           const saved = this.pending.get(`${p.name}.${slot}`);
-          if (saved) flat.data.set(saved.astype('float32').data as Float32Array, at);
+          if (saved) state.data.set(saved.astype('float32').data as Float32Array, at);
           at += p.data.size;
         }
       }
-      b = new Parameter(flat, { name: `optimizer.group${group}.${slot}`, trainable: false });
+      b = new Parameter(state, { name: `optimizer.group${group}.${slot}`, trainable: false });
       this.buffers.set(key, b);
     }
     return b;

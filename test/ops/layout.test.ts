@@ -35,6 +35,20 @@ describe('matmul', () => {
   });
 });
 
+describe('matmul of a transposed batch by a shared matrix', () => {
+  it('is one 2-D MatMul over all rows (ONNX Runtime would fold the transpose and run a GEMM per batch)', async () => {
+    await checkOp({ fn: (a, w) => a.mT.matmul(w), inputs: [randn([2, 4, 3], 19), randn([4, 5], 20)] });
+    const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
+    const model = toOnnx(trace((a, w) => a!.mT.matmul(w!), [spec([2, 4, 3]), spec([4, 5])]).graph, { contribOps: true });
+    // [2, 3, 4] → [6, 4] before the product and [6, 5] → [2, 3, 5] after
+    expect([onnxOpCount(model, 'Transpose'), onnxOpCount(model, 'Reshape'), onnxOpCount(model, 'MatMul')]).toEqual([1, 2, 1]);
+    // a batched B, or a batch of one, keeps the plain MatMul (ONNX Runtime's folded transpose is then no worse)
+    for (const [a, w] of [[[2, 4, 3], [2, 4, 5]], [[1, 4, 3], [4, 5]]]) {
+      expect(onnxOpCount(toOnnx(trace((x, y) => x!.mT.matmul(y!), [spec(a!), spec(w!)]).graph, { contribOps: true }), 'Reshape')).toBe(0);
+    }
+  });
+});
+
 describe('layout ops', () => {
   it('reshape with -1', async () => {
     await checkOp({ fn: (x) => x.reshape(3, -1).mul(x.reshape(3, 8)), inputs: [randn([2, 3, 4], 7)] });
