@@ -124,7 +124,7 @@ export function chunkGroups(groups: readonly ParamGroup[], maxElements?: number)
  * (`chunkTensor`). The state is stored per chunk and exposed per parameter
  * in `stateDict`.
  */
-abstract class FlatOptimizer implements Optimizer {
+abstract class ChunkedOptimizer implements Optimizer {
   abstract readonly name: string;
   /** State buffers, chunk tensors, by `<group>:<slot>`. */
   private readonly buffers = new Map<string, Parameter>();
@@ -210,7 +210,7 @@ export interface SgdOptions {
   nesterov?: boolean;
 }
 
-export class SGD extends FlatOptimizer {
+export class SGD extends ChunkedOptimizer {
   readonly name = 'sgd';
   protected readonly slotNames = ['momentum_buffer'];
   constructor(readonly opts: SgdOptions = {}) {
@@ -239,7 +239,7 @@ export interface AdamWOptions {
   eps?: number;
 }
 
-export class AdamW extends FlatOptimizer {
+export class AdamW extends ChunkedOptimizer {
   readonly name = 'adamw';
   protected readonly slotNames = ['exp_avg', 'exp_avg_sq'];
   constructor(readonly opts: AdamWOptions = {}) {

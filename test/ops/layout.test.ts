@@ -33,10 +33,7 @@ describe('matmul', () => {
     expect(g.liveNodes().filter((n) => n.op === 'transpose' && n.inputs[0]!.producer?.op === 'matmul')).toEqual([]);
     expect(g.liveNodes().filter((n) => n.op === 'matmul')).toHaveLength(1);
   });
-});
-
-describe('matmul of a transposed batch by a shared matrix', () => {
-  it('is one 2-D MatMul over all rows (ONNX Runtime would fold the transpose and run a GEMM per batch)', async () => {
+  it('a transposed batch times a shared matrix is one 2-D MatMul over all rows (ONNX Runtime would fold the transpose and run a GEMM per batch)', async () => {
     await checkOp({ fn: (a, w) => a.mT.matmul(w), inputs: [randn([2, 4, 3], 19), randn([4, 5], 20)] });
     const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
     const model = toOnnx(trace((a, w) => a!.mT.matmul(w!), [spec([2, 4, 3]), spec([4, 5])]).graph, { contribOps: true });
