@@ -91,7 +91,8 @@ export class Trace {
    * mode). Runners return it as an extra output and store it after the run,
    * as PyTorch's in-place buffer updates would, in the buffer's own shape:
    * the value may be any view with as many elements (an optimizer's flat
-   * slice), which spares ONNX Runtime a Reshape to a graph output, a copy.
+   * slice, or its chunk in rows), which spares ONNX Runtime a Reshape to a
+   * graph output, a copy.
    */
   assign(p: Liftable, value: Value): void {
     if (numel(value.shape) !== p.data.size) throw new ShapeError(`assign: a value of shape ${fmtShape(value.shape)} for a buffer of shape ${fmtShape(p.data.shape)} (the new value must have as many elements as the buffer: '${p.name}')`);
