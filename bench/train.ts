@@ -1,8 +1,10 @@
 /**
  * Training speed: one full train step (forward, label-smoothed
- * cross-entropy, backward, global-norm clipping, AdamW update: one ONNX
- * graph, src/train/step.ts) of UniFormer-S, CeiT-T and MixFormer-B0 at
- * 224×224, batch 8 and 32, on onnxruntime-node with the given threads.
+ * cross-entropy, backward, global-norm clipping, AdamW update, src/train/
+ * step.ts) of UniFormer-S, CeiT-T and MixFormer-B0 at 224×224, batch 8 and
+ * 32, on onnxruntime-node with the given threads. Steps run as the trainer
+ * runs them, `--steps-per-run` (default 2) to one ONNX graph run; the time
+ * of a step is the run's divided by that.
  * `--opt sgd` runs the step the PyTorch baseline times instead (plain
  * cross-entropy, SGD with momentum, no clipping).
  *
@@ -20,18 +22,18 @@
  * model files, see bench/torch_train.py) each row's step is also timed in
  * PyTorch eager on the official code (same batch, threads, loss and
  * optimizer), in rounds of a block of our steps and a block of PyTorch's
- * (⌈reps/2⌉ rounds, two counted steps a block); the ratio is the median over
+ * (⌈reps/2⌉ rounds, two counted runs a block); the ratio is the median over
  * rounds. Without it the table shows the indicative PyTorch figures of
  * shared/baselines/README.md (another machine).
  *
- *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 5] [--threads 2] [--opt adamw|sgd] [--torch DIR]
+ *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 5] [--threads 2] [--opt adamw|sgd] [--steps-per-run 2] [--torch DIR]
  */
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { compile, type CompiledFn } from '../src/backends/compile.js';
+import { compile } from '../src/backends/compile.js';
 import { DEFAULT_THREADS } from '../src/backends/ort/session.js';
 import { countMacs } from '../src/ir/analysis.js';
 import { NDArray } from '../src/ir/ndarray.js';
@@ -42,6 +44,7 @@ import { BatchMaker } from '../src/train/loader.js';
 import { crossEntropy } from '../src/train/losses.js';
 import { AdamW, SGD, paramGroups } from '../src/train/optim.js';
 import { TrainStep } from '../src/train/step.js';
+import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -51,12 +54,14 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: String(DEFAULT_THREADS) },
     opt: { type: 'string', default: 'adamw' },
     torch: { type: 'string' },
+    'steps-per-run': { type: 'string', default: String(TRAIN_DEFAULTS.stepsPerRun) },
   },
 });
 if (args.opt !== 'adamw' && args.opt !== 'sgd') throw new Error(`--opt must be adamw or sgd, got ${args.opt}`);
 const batches = args.batch.split(',').map(Number);
 const reps = Number(args.reps);
 const threads = Number(args.threads);
+const stepsPerRun = Number(args['steps-per-run']);
 
 /**
  * The same step in PyTorch eager on the official model code
@@ -165,17 +170,16 @@ async function benchStep(name: string, batch: number): Promise<Row> {
   const x = NDArray.float32([batch, 3, 224, 224]);
   for (let i = 0; i < x.size; i++) x.data[i] = rng.normal();
   const t = NDArray.int64([batch], Array.from({ length: batch }, (_, i) => (i * 37) % model.numClasses));
-  // The graph the step runs (its compiled function's trace for these inputs).
-  const fn = (step as unknown as { fn: CompiledFn }).fn;
-  const graph = fn.traced(x, t, NDArray.float32([], [1e-4]), NDArray.float32([], [1])).graph;
-  const gflop = (2 * countMacs(graph)) / 1e9;
+  const run = Array.from({ length: stepsPerRun }, () => ({ x, target: t, lr: 1e-4 }));
+  const gflop = (2 * countMacs(step.graph(run.slice(0, 1)))) / 1e9;
   const torch = args.torch ? await TorchStepper.start(name, batch) : undefined;
+  // Time per step, `stepsPerRun` steps to a graph run as the trainer runs them.
   const ours = async () => {
     const t0 = performance.now();
-    await step.run(x, t, 1e-4);
-    return performance.now() - t0;
+    await step.runMany(run);
+    return (performance.now() - t0) / stepsPerRun;
   };
-  const firstMs = await ours();
+  const firstMs = (await ours()) * stepsPerRun;
   // The machine's matrix-multiply rate under the same conditions as the steps (before and after them).
   const before = await matmulPeak(1024);
   const ms: number[] = [];
@@ -224,14 +228,14 @@ async function dataPipeline(batch: number): Promise<number> {
   return median(ms);
 }
 
-log(`${args.opt === 'sgd' ? 'SGD (momentum 0.9), cross-entropy' : 'AdamW, label-smoothed cross-entropy, clipping'}; onnxruntime-node, ${threads} threads; ${args.torch ? `${Math.ceil(reps / 2)} rounds of three steps a side (the first of each block not counted)` : `${reps} timed steps`} after one warm-up (trace, autodiff, session creation)`);
+log(`${args.opt === 'sgd' ? 'SGD (momentum 0.9), cross-entropy' : 'AdamW, label-smoothed cross-entropy, clipping'}; onnxruntime-node, ${threads} threads; ${stepsPerRun} steps per graph run; ${args.torch ? `${Math.ceil(reps / 2)} rounds of three runs a side (the first of each block not counted)` : `${reps} timed runs`} after one warm-up (trace, autodiff, session creation)`);
 const rows: Row[] = [];
 for (const name of args.models.split(',')) {
   for (const b of batches) {
     log(`${name} batch ${b} …`);
     const r = await benchStep(name, b);
     rows.push(r);
-    log(`  first step ${(r.firstMs / 1000).toFixed(1)} s, step ${r.stepMs.toFixed(0)} ms, MatMul ${r.peak.toFixed(0)} GFLOP/s${r.torchMs ? `, PyTorch ${r.torchMs.toFixed(0)} ms` : ''}`);
+    log(`  first run ${(r.firstMs / 1000).toFixed(1)} s, step ${r.stepMs.toFixed(0)} ms, MatMul ${r.peak.toFixed(0)} GFLOP/s${r.torchMs ? `, PyTorch ${r.torchMs.toFixed(0)} ms` : ''}`);
   }
 }
 const data = await dataPipeline(32);

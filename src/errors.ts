@@ -28,7 +28,11 @@ export class AttributeError extends VolutionError {
 
 /** A NaN or Inf where a finite number is required (constants, losses). */
 export class NonFiniteError extends VolutionError {
-  constructor(message: string) {
+  /** @param step the train step that produced it, when one did */
+  constructor(
+    message: string,
+    readonly step?: number,
+  ) {
     super('E_NON_FINITE', message);
   }
 }

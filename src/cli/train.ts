@@ -99,6 +99,7 @@ export interface TrainCliOptions {
   resume?: string;
   seed?: number;
   threads: number;
+  stepsPerRun?: number;
   workers: boolean;
   out?: string;
   name?: string;
@@ -126,7 +127,7 @@ Outputs (in runs/<name>/, written as the run goes)
   model/ (model_ema/)      the final model directory, for predict, validate, export
 
 Stopping and resuming
-  Ctrl-C finishes the current step, saves a checkpoint and exits; --resume
+  Ctrl-C finishes the current steps, saves a checkpoint and exits; --resume
   runs/<name>/checkpoint.safetensors continues exactly (the same per-step
   losses as a run that never stopped). A NaN/Inf loss stops the run, naming
   the step; the last good checkpoint is kept.
@@ -206,6 +207,7 @@ export function trainConfigFromCli(o: TrainCliOptions): TrainConfig {
     emaWarmup: o.emaWarmup,
     seed: def(o.seed, TRAIN_DEFAULTS.seed),
     threads: o.threads,
+    stepsPerRun: def(o.stepsPerRun, TRAIN_DEFAULTS.stepsPerRun),
     workers: o.workers,
     logEvery: def(o.logEvery, TRAIN_DEFAULTS.logEvery),
     ...(o.limitTrain !== undefined ? { limitTrain: o.limitTrain } : {}),
@@ -230,7 +232,7 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
     firstSignalAt = performance.now();
     controller.abort();
     progress.done();
-    io.err(`\n${signal === 'SIGINT' ? 'Ctrl-C' : signal}: finishing the current step, then saving a checkpoint (Ctrl-C again to quit at once)\n`);
+    io.err(`\n${signal === 'SIGINT' ? 'Ctrl-C' : signal}: finishing the current steps, then saving a checkpoint (Ctrl-C again to quit at once)\n`);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -336,6 +338,7 @@ export function registerTrain(program: Command, io: CliIO): Command {
     .option('--resume <checkpoint>', "continue a run from its checkpoint.safetensors (the run's saved config is used)")
     .option('--seed <n>', 'seed of initialisation, data order, augmentation and dropout (default 0)', parseNonNegativeInt)
     .option('--no-workers', 'prepare batches on the main thread (no data worker)')
+    .option('--steps-per-run <n>', `train steps per ONNX Runtime run (default ${d.stepsPerRun}; fewer copies of the weights in and out)`, parsePositiveInt)
     .option('--name <name>', 'run name: outputs go to runs/<name> (default <model>-<data>, numbered if taken)')
     .option('--out <dir>', 'run directory (overrides --name)')
     .option('--limit-train <n>', 'use only the first n training samples', parsePositiveInt)

@@ -23,6 +23,8 @@ export class Trace {
   private readonly scopes: string[] = [];
   private readonly lifted = new Map<Liftable, Value>();
   private readonly updates = new Map<Liftable, Value>();
+  /** What `lift` returns for each buffer now (its input, or its last assigned value, reshaped). */
+  private readonly current = new Map<Liftable, Value>();
   private readonly randoms: Value[] = [];
   /** When set, module calls record their inputs and outputs here (`path:in.i`, `path:out`). */
   activations: Map<string, Value> | undefined;
@@ -67,23 +69,29 @@ export class Trace {
     return this.graph.addNode(op, inputs, attrs, this.scope);
   }
 
+  /**
+   * The buffer's current value in this trace: its graph input until the
+   * trace assigns it, then the assigned value in the buffer's own shape (so
+   * a graph can take several steps, each reading the one before).
+   */
   lift(p: Liftable): Value {
-    let v = this.lifted.get(p);
-    if (!v) {
+    let v = this.current.get(p);
+    if (v) return v;
+    const assigned = this.updates.get(p);
+    if (assigned) {
+      const same = assigned.shape.length === p.data.shape.length && assigned.shape.every((d, i) => d === p.data.shape[i]);
+      v = same ? assigned : this.emit('reshape', [assigned], { shape: p.data.shape })[0]!;
+    } else {
       v = this.graph.addInput({ dtype: p.data.dtype, shape: p.data.shape }, p.name, 'param');
       this.lifted.set(p, v);
     }
+    this.current.set(p, v);
     return v;
   }
 
   /** The parameters this trace lifted, with their graph inputs, in order of first use. */
   liftedParams(): [Liftable, Value][] {
     return [...this.lifted.entries()];
-  }
-
-  /** The graph value of a lifted liftable, if this trace lifted it. */
-  liftedValue(p: Liftable): Value | undefined {
-    return this.lifted.get(p);
   }
 
   /**
@@ -97,6 +105,7 @@ export class Trace {
   assign(p: Liftable, value: Value): void {
     if (numel(value.shape) !== p.data.size) throw new ShapeError(`assign: a value of shape ${fmtShape(value.shape)} for a buffer of shape ${fmtShape(p.data.shape)} (the new value must have as many elements as the buffer: '${p.name}')`);
     this.updates.set(p, value);
+    this.current.delete(p);
   }
 
   stateUpdates(): [Liftable, Value][] {

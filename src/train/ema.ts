@@ -6,18 +6,21 @@
  *
  *   ema ← decay · ema + (1 − decay) · model
  *
- * Integer buffers (num_batches_tracked) are copied. With `warmup`, the decay
- * ramps up as min(decay, (1 + n) / (10 + n)) after n updates (timm V3's
- * warmup), so that short runs get a useful average; without it the average
- * starts from the initial weights, as in the official recipes.
+ * Integer buffers (num_batches_tracked) are the model's own, as timm copies
+ * them on every update. With `warmup`, the decay ramps up as
+ * min(decay, (1 + n) / (10 + n)) after n updates (timm V3's warmup), so that
+ * short runs get a useful average; without it the average starts from the
+ * initial weights, as in the official recipes.
  *
- * The update runs in JavaScript over the state dict's arrays, outside the
- * train-step graph: it touches each weight once per step, which is small
- * next to the step itself.
+ * The update is part of the compiled train step (`TrainStep`'s `ema`
+ * option): the averages are buffers its graph reads and assigns, so a graph
+ * that takes several steps averages after each of them.
  */
 import { ConfigError } from '../errors.js';
-import { NDArray } from '../ir/ndarray.js';
+import { NDArray, isFloat } from '../ir/ndarray.js';
 import type { Module } from '../nn/module.js';
+import { Parameter, type Tensor } from '../tensor/tensor.js';
+import { activeTrace } from '../tensor/trace.js';
 
 export interface EmaOptions {
   /** Decay per update, e.g. 0.9998 (timm's model_ema_decay; UniFormer's recipe uses 0.99996). */
@@ -27,8 +30,8 @@ export interface EmaOptions {
 }
 
 export class ModelEma {
-  /** The averaged tensors, by state-dict key. */
-  readonly tensors = new Map<string, NDArray>();
+  /** The averaged floating tensors, by state-dict key. */
+  private readonly averages = new Map<string, Parameter>();
   /** Number of updates so far. */
   updates = 0;
 
@@ -37,41 +40,40 @@ export class ModelEma {
     readonly opts: EmaOptions,
   ) {
     if (!(opts.decay >= 0 && opts.decay < 1)) throw new ConfigError(`EMA decay must be in [0, 1), got ${opts.decay}`);
-    for (const [k, p] of model.namedTensors()) this.tensors.set(k, copyArray(p.data));
-  }
-
-  /** The decay the next update applies. */
-  currentDecay(): number {
-    return this.opts.warmup ? Math.min(this.opts.decay, (1 + this.updates) / (10 + this.updates)) : this.opts.decay;
-  }
-
-  /** Folds the model's current weights into the average. */
-  update(): void {
-    const d = this.currentDecay();
-    for (const [k, p] of this.model.namedTensors()) {
-      const e = this.tensors.get(k)!;
-      const src = p.data.data;
-      if (p.data.dtype === 'float32' || p.data.dtype === 'float64') {
-        const dst = e.data as Float32Array | Float64Array;
-        const s = src as Float32Array | Float64Array;
-        for (let i = 0; i < dst.length; i++) dst[i] = d * dst[i]! + (1 - d) * s[i]!;
-      } else {
-        (e.data as typeof src).set(src as never);
-      }
+    for (const [k, p] of model.namedTensors()) {
+      if (isFloat(p.data.dtype)) this.averages.set(k, new Parameter(copyArray(p.data), { name: `ema.${k}`, trainable: false }));
     }
-    this.updates++;
   }
 
-  /** The averaged weights as a state dict (for checkpoints and saving). */
+  /** The decay of update number `n` (0-based). */
+  decayAt(n: number): number {
+    return this.opts.warmup ? Math.min(this.opts.decay, (1 + n) / (10 + n)) : this.opts.decay;
+  }
+
+  /**
+   * Inside a trace: folds the model's current weights (those the step just
+   * assigned) into the average with `decay`, a graph scalar. The caller
+   * counts the update (`updates`) once the graph has run.
+   */
+  traceUpdate(decay: Tensor): void {
+    const t = activeTrace();
+    const keep = decay.neg().add(1);
+    for (const [k, p] of this.model.namedTensors()) {
+      const e = this.averages.get(k);
+      if (e) t.assign(e, e.mul(decay).add(p.mul(keep)).value);
+    }
+  }
+
+  /** The averaged weights as a state dict (for checkpoints and saving), integer buffers the model's. */
   stateDict(): Map<string, NDArray> {
-    return new Map(this.tensors);
+    return new Map(this.model.namedTensors().map(([k, p]) => [k, this.averages.get(k)?.data ?? p.data]));
   }
 
   loadStateDict(sd: ReadonlyMap<string, NDArray>, updates: number): void {
-    for (const [k, e] of this.tensors) {
+    for (const [k, e] of this.averages) {
       const v = sd.get(k);
-      if (!v || v.shape.join() !== e.shape.join()) throw new ConfigError(`EMA state: missing or mis-shaped tensor '${k}'`);
-      this.tensors.set(k, v.dtype === e.dtype ? copyArray(v) : v.astype(e.dtype));
+      if (!v || v.shape.join() !== e.data.shape.join()) throw new ConfigError(`EMA state: missing or mis-shaped tensor '${k}'`);
+      e.data = v.dtype === e.data.dtype ? copyArray(v) : v.astype(e.data.dtype);
     }
     this.updates = updates;
   }
@@ -81,7 +83,10 @@ export class ModelEma {
    * save them), then puts the live weights back.
    */
   async withWeights<T>(fn: () => Promise<T>): Promise<T> {
-    const live = this.model.namedTensors().map(([k, p]) => [p, p.data, this.tensors.get(k)!] as const);
+    const live = this.model.namedTensors().flatMap(([k, p]) => {
+      const e = this.averages.get(k);
+      return e ? [[p, p.data, e.data] as const] : [];
+    });
     for (const [p, , e] of live) p.data = e;
     try {
       return await fn();

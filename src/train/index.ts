@@ -1,7 +1,7 @@
 /** Training: losses, optimizers, schedules, EMA, data, augmentation, the compiled step and the loop. */
 export { crossEntropy, type CrossEntropyOptions } from './losses.js';
 export { AdamW, OPTIMIZER_CHUNK, SGD, chunkGroups, paramGroups, type AdamWOptions, type Optimizer, type ParamGroup, type SgdOptions, type StepScalars } from './optim.js';
-export { TrainStep, type LossFn, type StepResult, type TrainStepOptions } from './step.js';
+export { TrainStep, type LossFn, type StepBatch, type StepResult, type TrainStepOptions } from './step.js';
 export { trainModeGradients, type GradientReport } from './debug.js';
 export { makeSchedule, type LrSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.js';
 export { ModelEma, type EmaOptions } from './ema.js';

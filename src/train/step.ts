@@ -1,17 +1,23 @@
 /**
  * The compiled train step: forward, loss, gradients, optional global-norm
- * clipping and the optimizer update, traced into ONE graph that runs on
- * ONNX Runtime. Parameters, optimizer state and BatchNorm statistics are
- * inputs of the graph and come back as outputs (Trace.assign), so nothing
- * leaves native code between forward and update.
+ * clipping, the optimizer update and the EMA, traced into ONE graph that
+ * runs on ONNX Runtime. Parameters, optimizer state, BatchNorm statistics
+ * and the EMA are inputs of the graph and come back as outputs
+ * (Trace.assign), so nothing leaves native code between forward and update.
+ *
+ * A graph may hold several steps (`runMany`), each reading what the one
+ * before assigned: onnxruntime-node copies every output into a new
+ * JavaScript array, so two steps per run halve that copy per step.
  */
 import { grad } from '../autodiff/grad.js';
 import { type CompiledFn, compile } from '../backends/compile.js';
 import { NonFiniteError } from '../errors.js';
+import type { Graph } from '../ir/graph.js';
 import { NDArray } from '../ir/ndarray.js';
 import type { Module } from '../nn/module.js';
 import type { Rng } from '../rng.js';
 import { type Tensor, where } from '../tensor/tensor.js';
+import type { ModelEma } from './ema.js';
 import { type Optimizer, type ParamGroup, chunkGroups, chunkTensor } from './optim.js';
 
 export type LossFn = (logits: Tensor, target: Tensor) => Tensor;
@@ -29,6 +35,15 @@ export interface TrainStepOptions {
   seed?: number;
   /** The noise generator (overrides `seed`); keep it to checkpoint its state for an exact resume. */
   rng?: Rng;
+  /** A weight average the step updates after every optimizer step, in the same graph. */
+  ema?: ModelEma;
+}
+
+/** One step's batch and learning rate. */
+export interface StepBatch {
+  x: NDArray;
+  target: NDArray;
+  lr: number;
 }
 
 export interface StepResult {
@@ -37,6 +52,9 @@ export interface StepResult {
   /** Global gradient norm before clipping. */
   gradNorm: number;
 }
+
+/** Graph inputs per step: x, target, learning rate, step number, EMA decay. */
+const STEP_INPUTS = 5;
 
 export class TrainStep {
   private readonly fn: CompiledFn;
@@ -48,22 +66,31 @@ export class TrainStep {
   ) {
     const chunks = chunkGroups(opts.groups, opts.optimizerChunk);
     const params = chunks.flatMap((g) => g.params);
+    // Any number of steps per graph: inputs come in groups of STEP_INPUTS per step,
+    // and each step's forward reads the parameters the previous one assigned.
+    const { ema } = opts;
     this.fn = compile(
-      (x, target, lr, step) => {
-        const wasTraining = model.training;
-        model.train();
-        const logits = model.call(x!);
-        model.train(wasTraining);
-        const loss = opts.loss(logits, target!);
-        const gs = grad(loss, params);
-        // One gradient tensor per chunk: the norm, the clipping and the update run chunk by chunk.
-        let at = 0;
-        const chunked = chunks.map((g) => chunkTensor(gs.slice(at, (at += g.params.length))));
-        const norm = chunked.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
-        // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
-        const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
-        opts.optimizer.update(chunks, chunked, { lr: lr!, step: step!, gradScale });
-        return [loss, logits, norm];
+      (...inputs) => {
+        const outs: Tensor[] = [];
+        for (let i = 0; i < inputs.length; i += STEP_INPUTS) {
+          const [x, target, lr, step, emaDecay] = inputs.slice(i, i + STEP_INPUTS) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+          const wasTraining = model.training;
+          model.train();
+          const logits = model.call(x);
+          model.train(wasTraining);
+          const loss = opts.loss(logits, target);
+          const gs = grad(loss, params);
+          // One gradient tensor per chunk: the norm, the clipping and the update run chunk by chunk.
+          let at = 0;
+          const chunked = chunks.map((g) => chunkTensor(gs.slice(at, (at += g.params.length))));
+          const norm = chunked.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
+          // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
+          const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
+          opts.optimizer.update(chunks, chunked, { lr, step, gradScale });
+          ema?.traceUpdate(emaDecay);
+          outs.push(loss, logits, norm);
+        }
+        return outs;
       },
       { threads: opts.threads, seed: opts.seed, rng: opts.rng, memoryPattern: false },
     );
@@ -84,17 +111,41 @@ export class TrainStep {
    * step, so the run can stop with its last good state.
    */
   async run(x: NDArray, target: NDArray, lr: number): Promise<StepResult> {
-    const step = this.stepCount + 1;
-    const inputs = [x, target, NDArray.float32([], [lr]), NDArray.float32([], [step])];
+    return (await this.runMany([{ x, target, lr }]))[0]!;
+  }
+
+  /**
+   * Several steps in one graph run (fewer copies of the parameters and the
+   * optimizer state in and out of ONNX Runtime). On a NaN or Inf loss,
+   * nothing changes and a NonFiniteError names the first bad step.
+   */
+  async runMany(batches: readonly StepBatch[]): Promise<StepResult[]> {
+    const first = this.stepCount + 1;
+    const { ema } = this.opts;
+    const inputs = this.inputsOf(batches);
     const before = this.fn.traced(...inputs).updates.map(([p]) => [p as { data: NDArray }, p.data] as const);
-    const [loss, logits, norm] = await this.fn(...inputs);
-    const l = loss!.get(0);
-    if (!Number.isFinite(l)) {
+    const outs = await this.fn(...inputs);
+    const results = batches.map((_, i) => ({ loss: outs[3 * i]!.get(0), logits: outs[3 * i + 1]!, gradNorm: outs[3 * i + 2]!.get(0) }));
+    const bad = results.findIndex((r) => !Number.isFinite(r.loss));
+    if (bad >= 0) {
       for (const [p, d] of before) p.data = d;
-      throw new NonFiniteError(`training diverged: the loss is ${l} at step ${step}; the parameters were left as before this step. Lower the learning rate or enable gradient clipping.`);
+      throw new NonFiniteError(`training diverged: the loss is ${results[bad]!.loss} at step ${first + bad}; the parameters were left as before step ${first}. Lower the learning rate or enable gradient clipping.`, first + bad);
     }
-    this.stepCount = step;
-    return { loss: l, logits: logits!, gradNorm: norm!.get(0) };
+    this.stepCount += batches.length;
+    if (ema) ema.updates += batches.length;
+    return results;
+  }
+
+  /** The graph of one run of these steps (to count its FLOPs or inspect it). */
+  graph(batches: readonly StepBatch[]): Graph {
+    return this.fn.traced(...this.inputsOf(batches)).graph;
+  }
+
+  private inputsOf(batches: readonly StepBatch[]): NDArray[] {
+    const { ema } = this.opts;
+    const scalar = (v: number) => NDArray.float32([], [v]);
+    // Every step feeds an EMA decay (unused without an EMA), so that inputs come in fixed groups.
+    return batches.flatMap((b, i) => [b.x, b.target, scalar(b.lr), scalar(this.stepCount + 1 + i), scalar(ema ? ema.decayAt(ema.updates + i) : 0)]);
   }
 
   async release(): Promise<void> {

@@ -13,7 +13,8 @@
  *
  * Stops: a NaN/Inf loss ends the run ('diverged') with the step named, and
  * leaves the last checkpoint as it was; an abort signal (Ctrl-C) saves a
- * checkpoint after the current step and ends the run ('interrupted').
+ * checkpoint after the current graph run (one or two steps) and ends the run
+ * ('interrupted').
  */
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -93,6 +94,12 @@ export interface TrainConfig {
   emaWarmup: boolean;
   seed: number;
   threads: number;
+  /**
+   * Train steps per graph run: 2 halves the copies of the weights and the
+   * optimizer state out of ONNX Runtime. An epoch's last step runs alone when
+   * the epoch has an odd number of batches.
+   */
+  stepsPerRun: number;
   /** Prepare batches in a worker thread. */
   workers: boolean;
   /** Write a step record to metrics.jsonl every this many steps. */
@@ -136,6 +143,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'data' | 'out'> = {
   emaWarmup: true,
   seed: 0,
   threads: 2,
+  stepsPerRun: 2,
   workers: true,
   logEvery: 10,
 };
@@ -196,10 +204,10 @@ export interface TrainHooks {
 }
 
 export interface TrainOptions {
-  /** A checkpoint to continue from (its run's config is used; `threads` and `workers` may change). */
+  /** A checkpoint to continue from (its run's config is used; `threads`, `workers` and `stepsPerRun` may change). */
   resume?: string;
   hooks?: TrainHooks;
-  /** Aborting saves a checkpoint after the current step and returns 'interrupted'. */
+  /** Aborting saves a checkpoint after the current graph run and returns 'interrupted'. */
   signal?: AbortSignal;
   /** Shown in the report, e.g. 'onnxruntime-node 1.30.0 (cpu), 2 threads'. */
   backend?: string;
@@ -353,13 +361,14 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   if (opts.resume !== undefined) {
     if (!existsSync(opts.resume)) throw new ConfigError(`--resume: no such checkpoint '${opts.resume}'`);
     resumed = await loadCheckpoint<TrainConfig>(opts.resume);
-    cfg = { ...resumed.state.config, threads: config.threads, workers: config.workers };
+    cfg = { ...resumed.state.config, threads: config.threads, workers: config.workers, stepsPerRun: config.stepsPerRun };
     // The run directory is where the checkpoint is (it may have moved).
     cfg.out = join(opts.resume, '..');
   } else {
     cfg = config;
   }
   if (!(Number.isInteger(cfg.epochs) && cfg.epochs >= 1)) throw new ConfigError(`epochs must be a whole number ≥ 1, got ${cfg.epochs}`);
+  if (!(Number.isInteger(cfg.stepsPerRun) && cfg.stepsPerRun >= 1)) throw new ConfigError(`steps per run must be a whole number ≥ 1, got ${cfg.stepsPerRun}`);
   const runDir = cfg.out;
   await mkdir(runDir, { recursive: true });
 
@@ -390,6 +399,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   if (cfg.opt !== 'sgd' && cfg.opt !== 'adamw') throw new ConfigError(`unknown optimizer '${String(cfg.opt)}' (adamw, sgd)`);
   const optimizer: Optimizer = cfg.opt === 'sgd' ? new SGD({ momentum: cfg.momentum, nesterov: cfg.nesterov }) : new AdamW({ betas: cfg.betas, eps: cfg.eps });
   const groups = paramGroups(model.namedParameters(), cfg.weightDecay);
+  const ema = cfg.ema ? new ModelEma(model, { decay: cfg.emaDecay, warmup: cfg.emaWarmup }) : undefined;
   const noiseRng = resumed ? new Rng(Uint32Array.from(resumed.state.noiseRng)) : new Rng(mixSeed(cfg.seed, NOISE_STREAM));
   const smoothing = cfg.smoothing;
   const step = new TrainStep(model, {
@@ -399,8 +409,8 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     ...(cfg.clipGrad !== undefined ? { clipGradNorm: cfg.clipGrad } : {}),
     threads: cfg.threads,
     rng: noiseRng,
+    ...(ema ? { ema } : {}),
   });
-  const ema = cfg.ema ? new ModelEma(model, { decay: cfg.emaDecay, warmup: cfg.emaWarmup }) : undefined;
   const schedule = makeSchedule({ kind: cfg.sched, lr: cfg.lr, epochs: cfg.epochs, warmupEpochs: cfg.warmupEpochs, warmupLr: cfg.warmupLr, minLr: cfg.minLr, decayEpochs: cfg.decayEpochs, decayRate: cfg.decayRate });
   const evalFn = compile((x) => model.call(x!), { params: 'inputs', threads: cfg.threads });
   const evalRun = async (x: NDArray) => (await evalFn(x))[0]!;
@@ -521,60 +531,69 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       const b0 = epoch === startEpoch ? startBatch : 0;
       if (epoch !== startEpoch) sums = emptyEpochSums();
       const epochWall0 = performance.now() - sums.wallMs;
-      trainLoader.prefetch(epoch, b0);
-      for (let b = b0; b < nb; b++) {
+      // Steps go `stepsPerRun` to a graph run; the batches of the next run are made while this one runs.
+      const runAt = (b: number) => Math.min(cfg.stepsPerRun, nb - b);
+      const prefetchRun = (e: number, b: number) => {
+        for (let i = 0; i < runAt(b); i++) trainLoader.prefetch(e, b + i);
+      };
+      prefetchRun(epoch, b0);
+      for (let b = b0; b < nb; b += runAt(b)) {
+        const n = runAt(b);
         const w0 = performance.now();
-        const batch: Batch = await trainLoader.get(epoch, b);
+        const batches: Batch[] = [];
+        for (let i = 0; i < n; i++) batches.push(await trainLoader.get(epoch, b + i));
         const waited = performance.now() - w0;
-        // Ask for the next batch now: the worker makes it while this step runs.
-        if (b + 1 < nb) trainLoader.prefetch(epoch, b + 1);
-        else if (epoch + 1 < cfg.epochs) trainLoader.prefetch(epoch + 1, 0);
-        const lr = schedule.at(epoch + b / nb);
+        if (b + n < nb) prefetchRun(epoch, b + n);
+        else if (epoch + 1 < cfg.epochs) prefetchRun(epoch + 1, 0);
+        const lrs = batches.map((_, i) => schedule.at(epoch + (b + i) / nb));
         const s0 = performance.now();
-        let r;
+        let results;
         try {
-          r = await step.run(batch.x, batch.target, lr);
+          results = await step.runMany(batches.map((batch, i) => ({ x: batch.x, target: batch.target, lr: lrs[i]! })));
         } catch (err) {
           if (!(err instanceof NonFiniteError)) throw err;
-          const at = step.steps + 1;
+          const at = err.step ?? step.steps + 1;
           const kept = lastCheckpoint ? `the last good checkpoint (epoch ${lastCheckpoint.epoch + (lastCheckpoint.batch ? 1 : 0)}${lastCheckpoint.batch ? `, batch ${lastCheckpoint.batch}` : ' start'}, step ${lastCheckpoint.step}) is kept at ${checkpointPath}` : 'no checkpoint had been written yet';
-          const message = `training diverged at step ${at} (epoch ${epoch + 1}, batch ${b + 1}): the loss is not finite; ${kept}. Lower --lr, or clip gradients with --clip-grad.`;
+          const message = `training diverged at step ${at} (epoch ${epoch + 1}, batch ${b + at - step.steps}): the loss is not finite; ${kept}. Lower --lr, or clip gradients with --clip-grad.`;
           await metrics.append({ kind: 'event', step: at, time: elapsed(), event: 'diverged', message });
           await writeReport(`diverged at step ${at}`);
           return await finish('diverged', message, lastCheckpoint ? { checkpoint: checkpointPath } : {});
         }
-        const stepMs = performance.now() - s0;
-        ema?.update();
-        losses.push(r.loss);
-        sums.batches++;
-        sums.samples += batch.count;
-        sums.lossSum += r.loss * batch.count;
-        sums.correct += tally(emptyTally(), r.logits, batch.labels, batch.count).top1;
-        sums.dataMs += batch.prepMs;
-        sums.dataWaitMs += waited;
-        sums.stepMs += stepMs;
-        sums.wallMs = performance.now() - epochWall0;
-        if (step.steps % cfg.logEvery === 0) await metrics.append({ kind: 'step', epoch: epoch + 1, step: step.steps, loss: r.loss, lr, grad_norm: r.gradNorm, time: elapsed() });
-        const perStep = sums.wallMs / sums.batches;
-        const stepsLeft = (cfg.epochs - epoch) * nb - (b + 1);
-        const evalLeft = (cfg.epochs - epoch) * (evalSeconds || (valLoader.batches * perStep) / 3000);
-        hooks.onStep?.({
-          epoch,
-          epochs: cfg.epochs,
-          batch: b + 1,
-          batches: nb,
-          step: step.steps,
-          loss: r.loss,
-          lossAvg: sums.lossSum / sums.samples,
-          accAvg: sums.correct / sums.samples,
-          lr,
-          gradNorm: r.gradNorm,
-          imagesPerS: (sums.samples / sums.wallMs) * 1000,
-          etaS: (stepsLeft * perStep) / 1000 + evalLeft,
-        });
+        const runMs = performance.now() - s0;
+        for (const [i, r] of results.entries()) {
+          const batch = batches[i]!;
+          const stepNo = step.steps - n + 1 + i;
+          losses.push(r.loss);
+          sums.batches++;
+          sums.samples += batch.count;
+          sums.lossSum += r.loss * batch.count;
+          sums.correct += tally(emptyTally(), r.logits, batch.labels, batch.count).top1;
+          sums.dataMs += batch.prepMs;
+          sums.dataWaitMs += waited / n;
+          sums.stepMs += runMs / n;
+          sums.wallMs = performance.now() - epochWall0;
+          if (stepNo % cfg.logEvery === 0) await metrics.append({ kind: 'step', epoch: epoch + 1, step: stepNo, loss: r.loss, lr: lrs[i]!, grad_norm: r.gradNorm, time: elapsed() });
+          const perStep = sums.wallMs / sums.batches;
+          const stepsLeft = (cfg.epochs - epoch) * nb - (b + i + 1);
+          const evalLeft = (cfg.epochs - epoch) * (evalSeconds || (valLoader.batches * perStep) / 3000);
+          hooks.onStep?.({
+            epoch,
+            epochs: cfg.epochs,
+            batch: b + i + 1,
+            batches: nb,
+            step: stepNo,
+            loss: r.loss,
+            lossAvg: sums.lossSum / sums.samples,
+            accAvg: sums.correct / sums.samples,
+            lr: lrs[i]!,
+            gradNorm: r.gradNorm,
+            imagesPerS: (sums.samples / sums.wallMs) * 1000,
+            etaS: (stepsLeft * perStep) / 1000 + evalLeft,
+          });
+        }
         if (opts.signal?.aborted) {
-          await writeCheckpoint(epoch, b + 1, sums);
-          const message = `interrupted at step ${step.steps} (epoch ${epoch + 1}, batch ${b + 1} of ${nb}); saved ${checkpointPath}. Continue with --resume ${checkpointPath}`;
+          await writeCheckpoint(epoch, b + n, sums);
+          const message = `interrupted at step ${step.steps} (epoch ${epoch + 1}, batch ${b + n} of ${nb}); saved ${checkpointPath}. Continue with --resume ${checkpointPath}`;
           await metrics.append({ kind: 'event', step: step.steps, time: elapsed(), event: 'interrupted', message });
           await writeReport(`interrupted at step ${step.steps}`);
           return await finish('interrupted', message, { checkpoint: checkpointPath });

@@ -55,9 +55,11 @@ describe('training loop', () => {
     expect(ckpt.ema?.size).toBeGreaterThan(0);
     expect(ckpt.optim.size).toBeGreaterThan(0);
 
+    // Two steps per graph run by default; one here, to stop at an odd step. The third leg then
+    // pairs the steps differently from the uninterrupted run, (10, 11) and 12 alone.
     const stop2 = new AbortController();
     const hooks: TrainHooks = { onStep: (p) => p.step === 9 && stop2.abort() };
-    const second = await train(tinyConfig(tmp()), { resume: first.checkpoint!, signal: stop2.signal, hooks });
+    const second = await train(tinyConfig(tmp(), { stepsPerRun: 1 }), { resume: first.checkpoint!, signal: stop2.signal, hooks });
     expect(second.status).toBe('interrupted');
     expect(second.message).toMatch(/interrupted at step 9 \(epoch 3, batch 1 of 4\)/);
     const third = await train(tinyConfig(tmp()), { resume: first.checkpoint! });
