@@ -249,9 +249,11 @@ async function runTrain(o: TrainCliOptions, io: CliIO): Promise<void> {
           if (info.resumedFrom) io.err(`resuming ${info.runDir} from epoch ${info.resumedFrom.epoch + 1}, batch ${info.resumedFrom.batch} (step ${info.resumedFrom.step}); the run's saved config is used\n`);
           io.out(`training ${info.model}: ${formatInt(info.params)} parameters, ${info.numClasses} classes, input ${info.imgSize}×${info.imgSize}\n`);
           io.out(`  data: ${info.train}; ${info.val}\n`);
-          io.out(`  ${info.stepsPerEpoch} steps per epoch × ${epochs} epoch${epochs === 1 ? '' : 's'} on ${backendDescription(config.threads)}; ${info.loader}\n`);
+          io.out(`  ${info.stepsPerEpoch} steps per epoch × ${epochs} epoch${epochs === 1 ? '' : 's'} on ${backendDescription(config.threads)}, ${config.stepsPerRun} step${config.stepsPerRun === 1 ? '' : 's'} per run; ${info.loader}\n`);
           io.out(`  run directory: ${info.runDir}\n`);
           for (const n of info.notes) io.err(`note: ${n}\n`);
+          // Tracing, autodiff and ONNX Runtime's session creation: seconds to tens of seconds for a large model.
+          progress.update('building the train step graph …');
         },
         onStep: (p) => {
           progress.update(progressLine(p));
@@ -294,7 +296,7 @@ export function registerTrain(program: Command, io: CliIO): Command {
   const d = TRAIN_DEFAULTS;
   const cmd = program
     .command('train')
-    .description('train or fine-tune a model; without options, the main job (a narrow UniFormer on the synthetic data set, about 4 minutes)')
+    .description('train or fine-tune a model; without options, the main job (a narrow UniFormer on the synthetic data set, about 3 minutes)')
     .option('--model <name>', `variant or family to train (default: the main job's ${MAIN_JOB.model} with ${JSON.stringify(MAIN_JOB.config)})`)
     .option('--config <json|file>', 'model config overrides, official snake_case options')
     .option('--data <spec>', 'synthetic[:opts], cifar:<dir> or an image folder (see below)', MAIN_JOB.data)
