@@ -96,8 +96,8 @@ export interface TrainConfig {
   threads: number;
   /**
    * Train steps per graph run: 2 halves the copies of the weights and the
-   * optimizer state out of ONNX Runtime. An epoch's last step runs alone when
-   * the epoch has an odd number of batches.
+   * optimizer state out of ONNX Runtime, 1 takes about 30% less memory. An
+   * epoch's last step runs alone when the epoch has an odd number of batches.
    */
   stepsPerRun: number;
   /** Prepare batches in a worker thread. */
