@@ -532,13 +532,13 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       if (epoch !== startEpoch) sums = emptyEpochSums();
       const epochWall0 = performance.now() - sums.wallMs;
       // Steps go `stepsPerRun` to a graph run; the batches of the next run are made while this one runs.
-      const runAt = (b: number) => Math.min(cfg.stepsPerRun, nb - b);
+      const runLength = (b: number) => Math.min(cfg.stepsPerRun, nb - b);
       const prefetchRun = (e: number, b: number) => {
-        for (let i = 0; i < runAt(b); i++) trainLoader.prefetch(e, b + i);
+        for (let i = 0; i < runLength(b); i++) trainLoader.prefetch(e, b + i);
       };
       prefetchRun(epoch, b0);
-      for (let b = b0; b < nb; b += runAt(b)) {
-        const n = runAt(b);
+      for (let b = b0; b < nb; b += runLength(b)) {
+        const n = runLength(b);
         const w0 = performance.now();
         const batches: Batch[] = [];
         for (let i = 0; i < n; i++) batches.push(await trainLoader.get(epoch, b + i));

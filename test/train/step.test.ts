@@ -2,7 +2,8 @@
  * Several train steps in one graph run (`TrainStep.runMany`) against the
  * same steps run one by one: each step's forward must read the weights,
  * BatchNorm statistics, optimizer state and EMA the step before assigned,
- * and draw its own dropout noise.
+ * and draw its own dropout noise. That rests on `Trace.lift` reading a
+ * buffer's assigned value after an assignment (last test).
  */
 import { describe, expect, it } from 'vitest';
 import { NDArray } from '../../src/ir/ndarray.js';
