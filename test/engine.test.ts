@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from './helpers/tmp.js';
 import { grad } from '../src/autodiff/grad.js';
 import { compile, exportOnnx } from '../src/backends/compile.js';
 import { readFields } from '../src/backends/onnx/protobuf.js';
@@ -116,7 +116,7 @@ describe('compile', () => {
 describe('exportOnnx', () => {
   it('writes a standalone model that ONNX Runtime loads and runs', async () => {
     const lin = new Linear(3, 2, { rng: new Rng(1) }).nameParameters();
-    const dir = mkdtempSync(join(tmpdir(), 'volution-'));
+    const dir = tempDir();
     const path = join(dir, 'lin.onnx');
     const x = f32([1, 3]);
     const bytes = exportOnnx((t) => lin.call(t!).gelu(), [x], { path, inputNames: ['input'], outputNames: ['logits'] });

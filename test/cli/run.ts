@@ -1,6 +1,5 @@
 /** Runs the volution command line in-process and captures what it prints. */
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../../src/cli/program.js';
 import { FIXTURES } from '../helpers/fixtures.js';
@@ -18,9 +17,7 @@ export async function cli(...argv: string[]): Promise<CliResult> {
   return { code, stdout, stderr };
 }
 
-export function tempDir(prefix = 'volution-cli-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
-}
+export { tempDir } from '../helpers/tmp.js';
 
 /** A fixture case's official constructor options, as `--config` JSON. */
 export function fixtureConfig(name: string): string {

@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FormatError } from '../../src/errors.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { loadSafetensorsFile, readSafetensors, saveSafetensorsFile, writeSafetensors } from '../../src/io/safetensors.js';
+import { tempDir } from '../helpers/tmp.js';
 import { cat, expectSameArray, fixture, formatError, pk } from './helpers.js';
 
 /** A raw safetensors buffer from header JSON text and data bytes (no validation: for malformed cases). */
@@ -176,14 +176,8 @@ describe('safetensors validation', () => {
 });
 
 describe('safetensors files', () => {
-  const dirs: string[] = [];
-  afterAll(async () => {
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
-  });
-
   it('saves atomically (no temporary file left) and loads back', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'volution-io-'));
-    dirs.push(dir);
+    const dir = tempDir('volution-io-');
     const path = join(dir, 'w.safetensors');
     await writeFile(path, 'old contents');
     await saveSafetensorsFile(path, { w: NDArray.float32([2], [1, 2]) }, { step: '1' });
@@ -194,8 +188,7 @@ describe('safetensors files', () => {
   });
 
   it('cleans up the temporary file when the final rename fails', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'volution-io-'));
-    dirs.push(dir);
+    const dir = tempDir('volution-io-');
     // A non-empty directory in the way makes the rename fail after the temporary file is written.
     await mkdir(join(dir, 'target'));
     await writeFile(join(dir, 'target', 'keep'), '');

@@ -1,10 +1,9 @@
 /** Augmentation: RandomResizedCrop boxes, the evaluation transform, flips, Mixup/CutMix targets. */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
 import { loadImage } from '../../src/io/image.js';
 import { Rng } from '../../src/rng.js';
 import { mixBatch, mixupTargets, randomResizedCropBox, sampleBeta, transformInto } from '../../src/train/augment.js';
@@ -109,7 +108,7 @@ describe('crops, flips and the evaluation transform', () => {
 
   it('the evaluation transform equals `volution predict`\'s (loadImage) on a decoded file', async () => {
     const img = gradientImage(57, 41);
-    const path = join(mkdtempSync(join(tmpdir(), 'volution-aug-')), 'g.png');
+    const path = join(tempDir('volution-aug-'), 'g.png');
     await sharp(Buffer.from(img.data), { raw: { width: 57, height: 41, channels: 3 } }).png().toFile(path);
     const prep = { inputSize: [3, 24, 24] as const, mean: [0.485, 0.456, 0.406] as const, std: [0.229, 0.224, 0.225] as const, interpolation: 'bicubic' as const, cropPct: 0.875 };
     const ref = await loadImage(path, prep);

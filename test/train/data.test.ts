@@ -1,13 +1,13 @@
 /** Data sets: CIFAR binary files (generated here), image folders of generated PNGs, the --data syntax. */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
 import { ConfigError, FormatError } from '../../src/errors.js';
 import { CifarDataset, type ImageFolder, openDataset, parseCifar, parseDataSpec } from '../../src/train/data.js';
 
-const tmp = (p = 'volution-data-') => mkdtempSync(join(tmpdir(), p));
+const tmp = (p = 'volution-data-') => tempDir(p);
 
 /** n CIFAR records: label bytes, then the R, G, B planes filled with (label, index, 7). */
 function cifarBytes(n: number, kind: 'cifar10' | 'cifar100', label = (i: number) => i % 10): Uint8Array {

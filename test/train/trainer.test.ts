@@ -3,17 +3,16 @@
  * cutmix all on): exact resume, the NaN stop, and learning.
  */
 import { readFileSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
 import '../../src/models/index.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { loadCheckpoint } from '../../src/train/checkpoint.js';
 import { MetricsLog } from '../../src/train/metrics.js';
 import { TRAIN_DEFAULTS, type TrainConfig, type TrainHooks, train } from '../../src/train/trainer.js';
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'volution-train-'));
+const tmp = () => tempDir('volution-train-');
 
 /** 4 steps per epoch of 16 images, 3 epochs. */
 function tinyConfig(out: string, over: Partial<TrainConfig> = {}): TrainConfig {
