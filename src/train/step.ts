@@ -120,6 +120,7 @@ export class TrainStep {
    * nothing changes and a NonFiniteError names the first bad step.
    */
   async runMany(batches: readonly StepBatch[]): Promise<StepResult[]> {
+    if (!batches.length) return [];
     const first = this.stepCount + 1;
     const { ema } = this.opts;
     const inputs = this.inputsOf(batches);

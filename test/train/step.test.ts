@@ -56,6 +56,7 @@ describe('several steps per graph run', () => {
     for (const b of data) single.push(await one.step.run(b.x, b.target, b.lr));
     const many = setup(true);
     const fused = [...(await many.step.runMany(data.slice(0, 2))), ...(await many.step.runMany(data.slice(2, 5)))];
+    expect(await many.step.runMany([])).toEqual([]);
     expect(many.step.steps).toBe(5);
     expect(many.ema!.updates).toBe(5);
     expectClose(fused.map((r) => r.loss), single.map((r) => r.loss), 1e-6, 'losses');
