@@ -171,8 +171,8 @@ async function benchStep(name: string, batch: number): Promise<Row> {
   for (let i = 0; i < x.size; i++) x.data[i] = rng.normal();
   const t = NDArray.int64([batch], Array.from({ length: batch }, (_, i) => (i * 37) % model.numClasses));
   const run = Array.from({ length: stepsPerRun }, () => ({ x, target: t, lr: 1e-4 }));
-  // Per step, counted on the graph the runs use (traced once, for both).
-  const gflop = (2 * countMacs(step.graph(run))) / stepsPerRun / 1e9;
+  // Counted on the one-step graph the runs loop over (traced once, for both).
+  const gflop = (2 * countMacs(step.graph(run[0]!))) / 1e9;
   const torch = args.torch ? await TorchStepper.start(name, batch) : undefined;
   // Time per step, `stepsPerRun` steps to a graph run as the trainer runs them.
   const ours = async () => {

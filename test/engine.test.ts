@@ -2,16 +2,18 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { expectClose } from './helpers/opcheck.js';
 import { tempDir } from './helpers/tmp.js';
 import { grad } from '../src/autodiff/grad.js';
-import { compile, exportOnnx } from '../src/backends/compile.js';
+import { compile, compileSteps, exportOnnx } from '../src/backends/compile.js';
 import { readFields } from '../src/backends/onnx/protobuf.js';
 import { AttributeError, NonFiniteError, ShapeError, TraceError } from '../src/errors.js';
 import { NDArray } from '../src/ir/ndarray.js';
 import { BatchNorm2d, Dropout, Linear } from '../src/nn/layers.js';
 import { Module } from '../src/nn/module.js';
 import { Rng } from '../src/rng.js';
-import { trace } from '../src/tensor/function.js';
+import { type TensorFn, trace } from '../src/tensor/function.js';
+import { activeTrace } from '../src/tensor/trace.js';
 import { Parameter, type Tensor, constant, conv2d } from '../src/tensor/tensor.js';
 
 const f32 = (shape: number[], values?: number[]) => NDArray.float32(shape, values ?? Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => (i % 7) - 3));
@@ -110,6 +112,70 @@ describe('compile', () => {
   it('rejects inputs of the wrong rank with a typed error', async () => {
     const f = compile((x) => x!.matmul(constant(f32([3, 2]))));
     await expect(f(f32([3]))).rejects.toThrow(ShapeError);
+  });
+});
+
+describe('compileSteps', () => {
+  // A step with the kinds of state a train step has: a weight it reads and assigns (as a flat view, the way
+  // the optimizer hands back parameters), a counter assigned in another dtype, a parameter it only reads,
+  // and dropout noise; it returns a per-step tensor and a scalar.
+  const stateful = () => {
+    const w = new Parameter(f32([2, 3]), { name: 'w' });
+    const bias = new Parameter(f32([3], [0.5, -1, 2]), { name: 'bias' });
+    const count = new Parameter(NDArray.int64([], [0]), { name: 'count', trainable: false });
+    const drop = new Dropout(0.5).train();
+    const step = (x: Tensor, lr: Tensor) => {
+      const y = drop.call(x.matmul(w).add(bias));
+      const t = activeTrace();
+      t.assign(w, w.sub(x.mT.matmul(y).mul(lr)).reshape([6]).value);
+      t.assign(count, count.cast('float32').add(1).value);
+      return [y, y.square().mean()];
+    };
+    return { w, count, step };
+  };
+  const steps = (n: number) => Array.from({ length: n }, (_, k) => [f32([4, 2], Array.from({ length: 8 }, (_, i) => Math.sin(i + 3 * k))), NDArray.float32([], [0.1 / (k + 1)])]);
+
+  it('n steps in one run (an ONNX Loop) equal n calls one by one, whatever n, on both backends', async () => {
+    const byLoop = stateful();
+    const oneByOne = stateful();
+    const onRef = stateful();
+    const loop = compileSteps(byLoop.step as TensorFn, { seed: 3 });
+    const single = compile(oneByOne.step as TensorFn, { seed: 3 });
+    const ref = compileSteps(onRef.step as TensorFn, { seed: 3, backend: 'reference' });
+    const all = steps(6);
+    // 3 steps, then 1, then 2: one session serves every run length, and the state carries across runs.
+    const looped = [...(await loop(all.slice(0, 3))), ...(await loop(all.slice(3, 4))), ...(await loop(all.slice(4)))];
+    const expected: NDArray[][] = [];
+    for (const s of all) expected.push(await single(...s));
+    const reference = await ref(all);
+    expect(looped).toHaveLength(6);
+    looped.forEach((outs, k) => {
+      outs.forEach((o, i) => {
+        expect(o.shape).toEqual(expected[k]![i]!.shape);
+        expectClose(o.toFloat64(), expected[k]![i]!.toFloat64(), 1e-6, `step ${k + 1}, output ${i}, one by one`);
+        expectClose(o.toFloat64(), reference[k]![i]!.toFloat64(), 1e-5, `step ${k + 1}, output ${i}, reference`);
+      });
+    });
+    expect(new Set(looped.map(([y]) => y!.get(0)))).not.toEqual(new Set([looped[0]![0]!.get(0)]));
+    expect(byLoop.w.data.shape).toEqual([2, 3]);
+    expectClose(byLoop.w.data.toFloat64(), oneByOne.w.data.toFloat64(), 1e-6, 'w');
+    expect(byLoop.count.data).toMatchObject({ dtype: 'int64', shape: [] });
+    expect(byLoop.count.data.get(0)).toBe(6);
+    expect(onRef.count.data.get(0)).toBe(6);
+    await loop.release();
+    await single.release();
+  });
+  it('refuses steps of different shapes, and state assigned without being read', async () => {
+    const { step } = stateful();
+    const f = compileSteps(step as TensorFn);
+    await expect(f([steps(1)[0]!, [f32([3, 2]), NDArray.float32([], [0.1])]])).rejects.toThrow(/step 2 takes .*\[3, 2\].* where step 1 takes .*\[4, 2\]/);
+    const c = new Parameter(f32([2]), { name: 'c' });
+    const blind = compileSteps(((x: Tensor) => {
+      activeTrace().assign(c, x.value);
+      return [x.sum()];
+    }) as TensorFn);
+    await expect(blind([[f32([2])]])).rejects.toThrow(/assigns 'c' without reading it/);
+    await f.release();
   });
 });
 

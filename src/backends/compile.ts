@@ -4,13 +4,13 @@
  * distinct input signature (shapes and dtypes) and caches the session.
  */
 import { writeFileSync, renameSync } from 'node:fs';
-import { fmtShape } from '../errors.js';
+import { ShapeError, TraceError, fmtShape } from '../errors.js';
 import type { Value } from '../ir/graph.js';
-import { NDArray } from '../ir/ndarray.js';
+import { NDArray, allocate, numel } from '../ir/ndarray.js';
 import { type TensorFn, type Traced, paramValues, trace } from '../tensor/function.js';
 import type { InputSpec } from '../tensor/trace.js';
 import { debug } from './debug.js';
-import { type EmitOptions, onnxInputNames, toOnnx } from './onnx/model.js';
+import { type EmitOptions, onnxInputNames, toOnnx, toOnnxLoop } from './onnx/model.js';
 import { OrtSession, type OrtOptions, nchwcBlockSize } from './ort/session.js';
 import { fromRef, interpret } from './reference/interpreter.js';
 import { Rng } from '../rng.js';
@@ -113,11 +113,7 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
       const out = await session.run(feeds);
       outs = traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
     }
-    // Train-mode buffer updates (running stats) are stored back in the buffer's shape, like PyTorch's in-place updates.
-    traced.updates.forEach(([p], i) => {
-      const v = outs[traced.numOutputs + i]!.reshape(p.data.shape);
-      (p as { data: NDArray }).data = v.dtype === p.data.dtype ? v : v.astype(p.data.dtype);
-    });
+    storeUpdates(traced, outs);
     return outs.slice(0, traced.numOutputs);
   };
 
@@ -128,6 +124,103 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
       cache.clear();
     },
   });
+}
+
+/** Stores a run's buffer updates (outputs after the returned ones) back in each buffer's shape, like PyTorch's in-place updates. */
+function storeUpdates(traced: Traced, outs: readonly NDArray[]): void {
+  traced.updates.forEach(([p], i) => {
+    const v = outs[traced.numOutputs + i]!.reshape(p.data.shape);
+    (p as { data: NDArray }).data = v.dtype === p.data.dtype ? v : v.astype(p.data.dtype);
+  });
+}
+
+export type SteppedFn = ((steps: readonly (readonly NDArray[])[]) => Promise<NDArray[][]>) & {
+  /** One step's traced graph for a given input signature (traced on demand). */
+  traced(...inputs: NDArray[]): Traced;
+  /** Frees every cached session. */
+  release(): Promise<void>;
+};
+
+/**
+ * compileSteps(step): runs several calls of `step` (a train step, say) in ONE
+ * ONNX Runtime run, each call reading the buffers the one before assigned.
+ * The graph is one step, wrapped in an ONNX `Loop`: onnxruntime-node copies
+ * every output into a new JavaScript array, the assigned buffers included,
+ * and a run of n steps copies them once instead of n times, while ONNX
+ * Runtime plans memory for one step, and one session serves any n. Called
+ * with the steps' inputs (the same signature for every step); returns each
+ * step's outputs. Parameters are always fed as inputs; every buffer a step
+ * assigns must be one it reads. The reference backend runs the steps one by one.
+ */
+export function compileSteps(fn: TensorFn, opts: CompileOptions = {}): SteppedFn {
+  const rng = opts.rng ?? new Rng(opts.seed ?? 0);
+  const step = compile(fn, { ...opts, rng, params: 'inputs' });
+  const sessions = new Map<string, { session: Promise<OrtSession>; names: Map<Value, string> }>();
+
+  const sessionFor = (traced: Traced, key: string) => {
+    let s = sessions.get(key);
+    if (!s) {
+      const inputOf = new Map(traced.params);
+      const carried = traced.updates.map(([p], i): [Value, number] => {
+        const v = inputOf.get(p);
+        if (!v) throw new TraceError(`compileSteps: the step assigns '${p.name}' without reading it; a step's state must be read before it is assigned`);
+        return [v, traced.numOutputs + i];
+      });
+      const perStep = [...traced.inputs, ...traced.randoms];
+      const model = nchwcBlockSize().then((nchwcBlock) => toOnnxLoop(traced.graph, { params: 'inputs', contribOps: true, nchwcBlock }, { perStep, carried, perStepOutputs: traced.numOutputs }));
+      s = { session: model.then((bytes) => OrtSession.create(bytes, opts)), names: onnxInputNames(traced.graph) };
+      sessions.set(key, s);
+    }
+    return s;
+  };
+
+  const run = async (steps: readonly (readonly NDArray[])[]): Promise<NDArray[][]> => {
+    if (!steps.length) return [];
+    const key = signature(steps[0]!);
+    const other = steps.findIndex((s) => signature(s) !== key);
+    if (other >= 0) throw new ShapeError(`compileSteps: step ${other + 1} takes (${signature(steps[other]!)}) where step 1 takes (${key}); every step of a run needs the same input shapes`);
+    if ((opts.backend ?? 'ort') === 'reference') {
+      const outs: NDArray[][] = [];
+      for (const s of steps) outs.push(await step(...s));
+      return outs;
+    }
+    const traced = step.traced(...steps[0]!);
+    const { session, names } = sessionFor(traced, key);
+    // The noise is drawn step by step, as single calls would draw it.
+    const noise = steps.map(() => traced.randoms.map((v) => uniform(rng, v.shape)));
+    const feeds: Record<string, NDArray> = {};
+    traced.inputs.forEach((v, i) => (feeds[names.get(v)!] = stack(steps.map((s) => s[i]!))));
+    traced.randoms.forEach((v, i) => (feeds[names.get(v)!] = stack(noise.map((n) => n[i]!))));
+    for (const [p, v] of traced.params) feeds[names.get(v)!] = p.data;
+    const out = await (await session).run(feeds);
+    const outs = traced.graph.outputs.map((_, i) => out[`output_${i}`]!);
+    storeUpdates(traced, outs);
+    return steps.map((_, k) => outs.slice(0, traced.numOutputs).map((o) => unstack(o, k)));
+  };
+
+  return Object.assign(run, {
+    traced: (...inputs: NDArray[]) => step.traced(...inputs),
+    release: async () => {
+      for (const s of sessions.values()) await (await s.session).release();
+      sessions.clear();
+      await step.release();
+    },
+  });
+}
+
+/** Arrays of one shape, stacked along a new first axis. */
+function stack(arrays: readonly NDArray[]): NDArray {
+  const [first] = arrays;
+  const data = allocate(first!.dtype, first!.size * arrays.length);
+  arrays.forEach((a, k) => (data as { set(d: ArrayLike<unknown>, at: number): void }).set(a.data, k * a.size));
+  return new NDArray(first!.dtype, [arrays.length, ...first!.shape], data);
+}
+
+/** The k-th array along the first axis (a view). */
+function unstack(a: NDArray, k: number): NDArray {
+  const shape = a.shape.slice(1);
+  const n = numel(shape);
+  return new NDArray(a.dtype, shape, a.data.subarray(k * n, (k + 1) * n));
 }
 
 /**

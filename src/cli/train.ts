@@ -340,7 +340,7 @@ export function registerTrain(program: Command, io: CliIO): Command {
     .option('--resume <checkpoint>', "continue a run from its checkpoint.safetensors (the run's saved config is used)")
     .option('--seed <n>', 'seed of initialisation, data order, augmentation and dropout (default 0)', parseNonNegativeInt)
     .option('--no-workers', 'prepare batches on the main thread (no data worker)')
-    .option('--steps-per-run <n>', `train steps per ONNX Runtime run (default ${d.stepsPerRun}: fewer copies of the weights in and out; 1: about 30% less memory)`, parsePositiveInt)
+    .option('--steps-per-run <n>', `train steps per ONNX Runtime run (default ${d.stepsPerRun}: fewer copies of the weights in and out; 1: about 20% less memory)`, parsePositiveInt)
     .option('--name <name>', 'run name: outputs go to runs/<name> (default <model>-<data>, numbered if taken)')
     .option('--out <dir>', 'run directory (overrides --name)')
     .option('--limit-train <n>', 'use only the first n training samples', parsePositiveInt)

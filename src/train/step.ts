@@ -5,12 +5,13 @@
  * and the EMA are inputs of the graph and come back as outputs
  * (Trace.assign), so nothing leaves native code between forward and update.
  *
- * A graph may hold several steps (`runMany`), each reading what the one
- * before assigned: onnxruntime-node copies every output into a new
- * JavaScript array, so two steps per run halve that copy per step.
+ * Several steps run in one ONNX Runtime run (`runMany`, an ONNX Loop over
+ * the one-step graph, see `compileSteps`), each reading what the one before
+ * assigned: onnxruntime-node copies every output into a new JavaScript
+ * array, and n steps per run copy the state once instead of n times.
  */
 import { grad } from '../autodiff/grad.js';
-import { type CompiledFn, compile } from '../backends/compile.js';
+import { type SteppedFn, compileSteps } from '../backends/compile.js';
 import { NonFiniteError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import { NDArray } from '../ir/ndarray.js';
@@ -53,11 +54,8 @@ export interface StepResult {
   gradNorm: number;
 }
 
-/** Graph inputs per step: x, target, learning rate, step number, EMA decay. */
-const STEP_INPUTS = 5;
-
 export class TrainStep {
-  private readonly fn: CompiledFn;
+  private readonly fn: SteppedFn;
   private stepCount = 0;
 
   constructor(
@@ -66,31 +64,25 @@ export class TrainStep {
   ) {
     const chunks = chunkGroups(opts.groups, opts.optimizerChunk);
     const params = chunks.flatMap((g) => g.params);
-    // Any number of steps per graph: inputs come in groups of STEP_INPUTS per step,
-    // and each step's forward reads the parameters the previous one assigned.
     const { ema } = opts;
-    this.fn = compile(
-      (...inputs) => {
-        const outs: Tensor[] = [];
-        for (let i = 0; i < inputs.length; i += STEP_INPUTS) {
-          const [x, target, lr, step, emaDecay] = inputs.slice(i, i + STEP_INPUTS) as [Tensor, Tensor, Tensor, Tensor, Tensor];
-          const wasTraining = model.training;
-          model.train();
-          const logits = model.call(x);
-          model.train(wasTraining);
-          const loss = opts.loss(logits, target);
-          const gs = grad(loss, params);
-          // One gradient tensor per chunk: the norm, the clipping and the update run chunk by chunk.
-          let at = 0;
-          const chunked = chunks.map((g) => chunkTensor(gs.slice(at, (at += g.params.length))));
-          const norm = chunked.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
-          // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
-          const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
-          opts.optimizer.update(chunks, chunked, { lr, step, gradScale });
-          ema?.traceUpdate(emaDecay);
-          outs.push(loss, logits, norm);
-        }
-        return outs;
+    this.fn = compileSteps(
+      (x, target, lr, step, emaDecay) => {
+        const wasTraining = model.training;
+        model.train();
+        const logits = model.call(x!);
+        model.train(wasTraining);
+        const loss = opts.loss(logits, target!);
+        const gs = grad(loss, params);
+        // One gradient tensor per chunk: the norm, the clipping and the update run chunk by chunk.
+        let at = 0;
+        const chunked = chunks.map((g) => chunkTensor(gs.slice(at, (at += g.params.length))));
+        const norm = chunked.map((g) => g.square().sum()).reduce((a, b) => a.add(b)).sqrt();
+        // torch.nn.utils.clip_grad_norm_: g · min(1, max_norm / (norm + 1e-6)), applied by the optimizer
+        const gradScale = opts.clipGradNorm === undefined ? undefined : where(norm.gt(opts.clipGradNorm), norm.add(1e-6).reciprocal().mul(opts.clipGradNorm), 1);
+        opts.optimizer.update(chunks, chunked, { lr: lr!, step: step!, gradScale });
+        // The EMA reads the weights the optimizer just assigned.
+        ema?.traceUpdate(emaDecay!);
+        return [loss, logits, norm];
       },
       { threads: opts.threads, seed: opts.seed, rng: opts.rng, memoryPattern: false },
     );
@@ -123,10 +115,10 @@ export class TrainStep {
     if (!batches.length) return [];
     const first = this.stepCount + 1;
     const { ema } = this.opts;
-    const inputs = this.inputsOf(batches);
-    const before = this.fn.traced(...inputs).updates.map(([p]) => [p as { data: NDArray }, p.data] as const);
-    const outs = await this.fn(...inputs);
-    const results = batches.map((_, i) => ({ loss: outs[3 * i]!.get(0), logits: outs[3 * i + 1]!, gradNorm: outs[3 * i + 2]!.get(0) }));
+    const inputs = batches.map((b, i) => this.inputsOf(b, i));
+    const before = this.fn.traced(...inputs[0]!).updates.map(([p]) => [p as { data: NDArray }, p.data] as const);
+    const outs = await this.fn(inputs);
+    const results = outs.map(([loss, logits, norm]) => ({ loss: loss!.get(0), logits: logits!, gradNorm: norm!.get(0) }));
     const bad = results.findIndex((r) => !Number.isFinite(r.loss));
     if (bad >= 0) {
       for (const [p, d] of before) p.data = d;
@@ -137,16 +129,16 @@ export class TrainStep {
     return results;
   }
 
-  /** The graph of one run of these steps (to count its FLOPs or inspect it). */
-  graph(batches: readonly StepBatch[]): Graph {
-    return this.fn.traced(...this.inputsOf(batches)).graph;
+  /** The graph of one step on this batch (to count its FLOPs or inspect it). */
+  graph(batch: StepBatch): Graph {
+    return this.fn.traced(...this.inputsOf(batch, 0)).graph;
   }
 
-  private inputsOf(batches: readonly StepBatch[]): NDArray[] {
+  /** The graph inputs of the i-th step of the next run: x, target, learning rate, step number, EMA decay (0 without an EMA). */
+  private inputsOf(b: StepBatch, i: number): NDArray[] {
     const { ema } = this.opts;
     const scalar = (v: number) => NDArray.float32([], [v]);
-    // Every step feeds an EMA decay (unused without an EMA), so that inputs come in fixed groups.
-    return batches.flatMap((b, i) => [b.x, b.target, scalar(b.lr), scalar(this.stepCount + 1 + i), scalar(ema ? ema.decayAt(ema.updates + i) : 0)]);
+    return [b.x, b.target, scalar(b.lr), scalar(this.stepCount + 1 + i), scalar(ema ? ema.decayAt(ema.updates + i) : 0)];
   }
 
   async release(): Promise<void> {

@@ -1,8 +1,9 @@
 /**
- * Several train steps in one graph run (`TrainStep.runMany`) against the
- * same steps run one by one: each step's forward must read the weights,
- * BatchNorm statistics, optimizer state and EMA the step before assigned,
- * and draw its own dropout noise. That rests on `Trace.lift` reading a
+ * Several train steps in one graph run (`TrainStep.runMany`, an ONNX Loop)
+ * against the same steps run one by one: each step's forward must read the
+ * weights, BatchNorm statistics, optimizer state and EMA the step before
+ * assigned, and draw its own dropout noise. Within a step, the EMA reads the
+ * weights the optimizer assigned, which rests on `Trace.lift` reading a
  * buffer's assigned value after an assignment (last test).
  */
 import { describe, expect, it } from 'vitest';

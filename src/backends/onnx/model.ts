@@ -23,7 +23,8 @@ export type OnnxAttr =
   | { readonly ints: readonly number[] }
   | { readonly floats: readonly number[] }
   | { readonly str: string }
-  | { readonly tensor: NDArray };
+  | { readonly tensor: NDArray }
+  | { readonly graph: ProtoWriter };
 
 function tensorProto(name: string, a: NDArray): ProtoWriter {
   const w = new ProtoWriter();
@@ -37,7 +38,7 @@ function tensorProto(name: string, a: NDArray): ProtoWriter {
 
 function attrProto(name: string, a: OnnxAttr): ProtoWriter {
   const w = new ProtoWriter().string(1, name);
-  // AttributeProto: f=2 i=3 s=4 t=5 floats=7 ints=8 type=20
+  // AttributeProto: f=2 i=3 s=4 t=5 g=6 floats=7 ints=8 type=20
   if ('int' in a) w.int(3, a.int).int(20, 2);
   else if ('float' in a) w.float(2, a.float).int(20, 1);
   else if ('ints' in a) w.packedInts(8, a.ints).int(20, 7);
@@ -45,6 +46,7 @@ function attrProto(name: string, a: OnnxAttr): ProtoWriter {
     for (const f of a.floats) w.float(7, f);
     w.int(20, 6);
   } else if ('str' in a) w.string(4, a.str).int(20, 3);
+  else if ('graph' in a) w.message(6, a.graph).int(20, 5);
   else w.message(5, tensorProto('', a.tensor)).int(20, 4);
   return w;
 }
@@ -96,10 +98,14 @@ export class EmitContext {
   private counter = 0;
   private current: Node | undefined;
 
-  /** @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads) */
+  /**
+   * @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads)
+   * @param prefix of the names it makes (a graph and its subgraphs share one namespace)
+   */
   constructor(
     private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'params' | 'shapeTargets'> = {},
     private readonly used?: ReadonlySet<Value>,
+    private readonly prefix = '',
   ) {
     this.contribOps = opts.contribOps ?? false;
     this.fixedShapes = opts.shapeTargets === undefined;
@@ -150,7 +156,7 @@ export class EmitContext {
   }
 
   fresh(hint = 't'): string {
-    return `${hint}_${this.counter++}`;
+    return `${this.prefix}${hint}_${this.counter++}`;
   }
 
   /**
@@ -275,30 +281,34 @@ export function onnxInputNames(graph: Graph): Map<Value, string> {
   return names;
 }
 
-/** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
-export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
+/** The emission of a graph's nodes, shared by `toOnnx` and `toOnnxLoop`. */
+function emissionOf(graph: Graph, opts: EmitOptions): { live: Node[]; uses: Map<Value, number>; ctx: EmitContext; shapeOf: (v: Value) => (number | string)[] } {
   const live = graph.liveNodes();
   const uses = new Map<Value, number>();
   for (const v of [...live.flatMap((n) => n.inputs), ...graph.outputs]) uses.set(v, (uses.get(v) ?? 0) + 1);
   const ctx = new EmitContext(opts, new Set(uses.keys()));
-  // GatedAdd's views bake in the traced sizes.
-  const scaledAdds = ctx.contribOps && ctx.fixedShapes ? planScaledAdds(live, uses, new Set(graph.outputs)) : new Map<Node, ScaledAdd>();
-  const absorbed = new Set([...scaledAdds.values()].map((s) => s.mul));
-  const inputsInfo: ProtoWriter[] = [];
   const shapeOf = (v: Value) => {
     const sym = opts.symbolicDims?.get(v);
     return v.shape.map((d, i) => sym?.get(i) ?? d);
   };
-  const names = onnxInputNames(graph);
-  for (const v of graph.inputs) {
-    const name = names.get(v)!;
-    ctx.bind(v, name);
-    if (v.role === 'param' && (opts.params ?? 'initializers') === 'initializers') {
-      const val = opts.paramValues?.get(v);
-      if (!val) throw new RuntimeFailure(`onnx: no value for parameter '${v.name}'`);
-      ctx.initializers.push(tensorProto(name, val));
-    } else inputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
-  }
+  return { live, uses, ctx, shapeOf };
+}
+
+/** Binds a 'param' input as an initializer or a graph input (`inputsInfo`), as `opts.params` says. */
+function bindParamOrInput(ctx: EmitContext, v: Value, name: string, opts: EmitOptions, inputsInfo: ProtoWriter[], shape: readonly (number | string)[]): void {
+  ctx.bind(v, name);
+  if (v.role === 'param' && (opts.params ?? 'initializers') === 'initializers') {
+    const val = opts.paramValues?.get(v);
+    if (!val) throw new RuntimeFailure(`onnx: no value for parameter '${v.name}'`);
+    ctx.initializers.push(tensorProto(name, val));
+  } else inputsInfo.push(valueInfo(name, v.dtype, shape));
+}
+
+/** Emits every live node's lowering into `ctx` (graph inputs already bound). */
+function emitNodes(graph: Graph, { live, uses, ctx }: { live: readonly Node[]; uses: ReadonlyMap<Value, number>; ctx: EmitContext }, opts: EmitOptions): void {
+  // GatedAdd's views bake in the traced sizes.
+  const scaledAdds = ctx.contribOps && ctx.fixedShapes ? planScaledAdds(live, uses, new Set(graph.outputs)) : new Map<Node, ScaledAdd>();
+  const absorbed = new Set([...scaledAdds.values()].map((s) => s.mul));
   let batchName: string | undefined;
   const batch = () => {
     const first = graph.inputs.find((v) => v.role === 'input');
@@ -324,38 +334,134 @@ export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
     });
   }
   ctx.setCurrent(undefined);
-  // Graph outputs get stable names: a node's output is renamed (no copy); an output that is
-  // a graph input, a constant or repeated is copied with Identity.
-  const produced = new Set(ctx.nodes.flatMap((n) => n.outputs));
-  const rename = new Map<string, string>();
-  const outputsInfo: ProtoWriter[] = [];
-  graph.outputs.forEach((v, i) => {
-    const name = opts.outputNames?.[i] ?? `output_${i}`;
-    const src = ctx.name(v);
-    if (produced.has(src) && !rename.has(src)) rename.set(src, name);
-    else ctx.node('Identity', [rename.get(src) ?? src], {}, [name]);
-    outputsInfo.push(valueInfo(name, v.dtype, shapeOf(v)));
-  });
-
-  return modelProto(ctx, inputsInfo, outputsInfo, rename, opts);
 }
 
-function modelProto(ctx: EmitContext, inputsInfo: readonly ProtoWriter[], outputsInfo: readonly ProtoWriter[], rename: ReadonlyMap<string, string>, opts: EmitOptions): Uint8Array {
+/**
+ * Gives graph outputs stable names: a node's output is renamed (no copy); an
+ * output that is a graph input, a constant or repeated is copied with Identity.
+ */
+function nameOutputs(ctx: EmitContext, outputs: readonly (readonly [src: string, name: string])[]): Map<string, string> {
+  const produced = new Set(ctx.nodes.flatMap((n) => n.outputs));
+  const rename = new Map<string, string>();
+  for (const [src, name] of outputs) {
+    if (produced.has(src) && !rename.has(src)) rename.set(src, name);
+    else ctx.node('Identity', [rename.get(src) ?? src], {}, [name]);
+  }
+  return rename;
+}
+
+/** Serialises `graph` as an ONNX model. Graph inputs keep their names (made unique). */
+export function toOnnx(graph: Graph, opts: EmitOptions = {}): Uint8Array {
+  const emission = emissionOf(graph, opts);
+  const { ctx, shapeOf } = emission;
+  const inputsInfo: ProtoWriter[] = [];
+  const names = onnxInputNames(graph);
+  for (const v of graph.inputs) bindParamOrInput(ctx, v, names.get(v)!, opts, inputsInfo, shapeOf(v));
+  emitNodes(graph, emission, opts);
+  const outNames = graph.outputs.map((_, i) => opts.outputNames?.[i] ?? `output_${i}`);
+  const rename = nameOutputs(ctx, graph.outputs.map((v, i) => [ctx.name(v), outNames[i]!]));
+  const outputsInfo = graph.outputs.map((v, i) => valueInfo(outNames[i]!, v.dtype, shapeOf(v)));
+  return modelProto(graphProto(ctx, inputsInfo, outputsInfo, rename, 'volution'), ctx.domains, opts);
+}
+
+/** How `toOnnxLoop` runs a graph as one step of an ONNX Loop. */
+export interface LoopSpec {
+  /** Graph inputs that differ from step to step: fed stacked along a new first axis, whose length is the number of steps. */
+  readonly perStep: readonly Value[];
+  /** The state a step hands to the next: [graph input, index of the graph output holding its next value]. */
+  readonly carried: readonly (readonly [input: Value, output: number])[];
+  /** The graph outputs read after every step (the first ones): they come back stacked along a first axis. */
+  readonly perStepOutputs: number;
+}
+
+/**
+ * Serialises `graph` as the body of an ONNX `Loop` that runs it once per
+ * step, each step reading the state (`carried`) the one before left: one
+ * ONNX Runtime run for any number of steps, planned as one step. Inputs
+ * keep their names (per-step ones get a first axis, 'steps'); outputs are
+ * named `output_i` as in `toOnnx`: the per-step ones stacked, the carried
+ * ones after the last step. Inputs that are neither per-step nor carried
+ * stay the same for every step.
+ */
+export function toOnnxLoop(graph: Graph, opts: EmitOptions, loop: LoopSpec): Uint8Array {
+  if (!loop.perStep.length) throw new RuntimeFailure('onnx: a loop needs a per-step input (its first axis is the number of steps)');
+  const emission = emissionOf(graph, opts);
+  const { ctx, shapeOf } = emission;
+  const names = onnxInputNames(graph);
+  const perStep = new Set(loop.perStep);
+  const carriedOf = new Map(loop.carried);
+  const outerInputs: ProtoWriter[] = [];
+  const bodyInputs = [valueInfo('step.iter', 'int64', []), valueInfo('step.cond', 'bool', [])];
+  const outer = new EmitContext({}, undefined, 'loop.');
+  for (const v of graph.inputs) {
+    const name = names.get(v)!;
+    if (perStep.has(v)) {
+      outerInputs.push(valueInfo(name, v.dtype, ['steps', ...shapeOf(v)]));
+      ctx.bind(v, ctx.node('Gather', [name, 'step.iter'], { axis: { int: 0 } })[0]!);
+    } else if (carriedOf.has(v)) outerInputs.push(valueInfo(name, v.dtype, v.shape));
+    else bindParamOrInput(ctx, v, name, opts, outerInputs, shapeOf(v));
+  }
+  // The state travels in the shape of the value assigned to it (a flat slice of an optimizer chunk, say): no copy.
+  const initial = loop.carried.map(([v, out]) => {
+    const name = names.get(v)!;
+    const shape = graph.outputs[out]!.shape;
+    const same = shape.length === v.shape.length && shape.every((d, i) => d === v.shape[i]);
+    bodyInputs.push(valueInfo(`state.${name}`, v.dtype, shape));
+    ctx.bind(v, same ? `state.${name}` : ctx.node('Reshape', [`state.${name}`, ctx.ints(v.shape)])[0]!);
+    return same ? name : outer.node('Reshape', [name, outer.ints(shape)])[0]!;
+  });
+  emitNodes(graph, emission, opts);
+  const carriedOut = loop.carried.map(([v, i]) => {
+    const src = ctx.name(graph.outputs[i]!);
+    // The state keeps its dtype from step to step.
+    return graph.outputs[i]!.dtype === v.dtype ? src : ctx.node('Cast', [src], { to: { int: ONNX_DTYPE[v.dtype] } })[0]!;
+  });
+  const bodyOut: [string, string][] = [
+    ['step.cond', 'step.cond_out'],
+    ...carriedOut.map((src, k): [string, string] => [src, `step.next_${k}`]),
+    ...graph.outputs.slice(0, loop.perStepOutputs).map((v, i): [string, string] => [ctx.name(v), `step.out_${i}`]),
+  ];
+  const rename = nameOutputs(ctx, bodyOut);
+  const bodyOutputs = [
+    valueInfo('step.cond_out', 'bool', []),
+    ...loop.carried.map(([v, i], k) => valueInfo(`step.next_${k}`, v.dtype, graph.outputs[i]!.shape)),
+    ...graph.outputs.slice(0, loop.perStepOutputs).map((v, i) => valueInfo(`step.out_${i}`, v.dtype, v.shape)),
+  ];
+  const body = graphProto(ctx, bodyInputs, bodyOutputs, rename, 'step');
+
+  // The outer graph: the number of steps from the first per-step input, then the loop.
+  const steps = outer.node('Squeeze', outer.node('Shape', [names.get(loop.perStep[0]!)!], { start: { int: 0 }, end: { int: 1 } }))[0]!;
+  const always = outer.constant(new NDArray('bool', [], new Uint8Array([1])), 'true');
+  const finals = loop.carried.map(([, i]) => `output_${i}`);
+  const stacked = graph.outputs.slice(0, loop.perStepOutputs).map((_, i) => `output_${i}`);
+  outer.node('Loop', [steps, always, ...initial], { body: { graph: body } }, [...finals, ...stacked]);
+  const outerOutputs = [
+    ...loop.carried.map(([v, i]) => valueInfo(`output_${i}`, v.dtype, graph.outputs[i]!.shape)),
+    ...graph.outputs.slice(0, loop.perStepOutputs).map((v, i) => valueInfo(`output_${i}`, v.dtype, ['steps', ...v.shape])),
+  ];
+  for (const [d, version] of ctx.domains) outer.domains.set(d, version);
+  return modelProto(graphProto(outer, outerInputs, outerOutputs, new Map(), 'volution'), outer.domains, opts);
+}
+
+function graphProto(ctx: EmitContext, inputsInfo: readonly ProtoWriter[], outputsInfo: readonly ProtoWriter[], rename: ReadonlyMap<string, string>, name: string): ProtoWriter {
   const g = new ProtoWriter();
   for (const n of ctx.nodes) g.message(1, nodeProto(n, rename));
-  g.string(2, 'volution');
+  g.string(2, name);
   for (const t of ctx.initializers) g.message(5, t);
   for (const i of inputsInfo) g.message(11, i);
   for (const o of outputsInfo) g.message(12, o);
+  return g;
+}
 
+function modelProto(graph: ProtoWriter, domains: ReadonlyMap<string, number>, opts: EmitOptions): Uint8Array {
   const m = new ProtoWriter();
   m.int(1, IR_VERSION);
   m.string(2, opts.producer ?? 'volution');
   m.string(3, '0.1.0');
   if (opts.docString) m.string(6, opts.docString);
-  m.message(7, g);
+  m.message(7, graph);
   m.message(8, new ProtoWriter().string(1, '').int(2, OPSET));
-  for (const [domain, version] of ctx.domains) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
+  for (const [domain, version] of domains) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
   for (const [k, val] of Object.entries(opts.metadata ?? {})) m.message(14, new ProtoWriter().string(1, k).string(2, val));
   return m.finish();
 }
@@ -368,5 +474,5 @@ function modelProto(ctx: EmitContext, inputsInfo: readonly ProtoWriter[], output
 export function nchwcProbeModel(): Uint8Array {
   const ctx = new EmitContext();
   ctx.node('ReorderInput', ['x'], {}, ['y'], NCHWC_DOMAIN);
-  return modelProto(ctx, [valueInfo('x', 'float32', [1, 4, 1, 1])], [valueInfo('y', 'float32', [1, 'channels', 1, 1])], new Map(), {});
+  return modelProto(graphProto(ctx, [valueInfo('x', 'float32', [1, 4, 1, 1])], [valueInfo('y', 'float32', [1, 'channels', 1, 1])], new Map(), 'volution'), ctx.domains, {});
 }
