@@ -2,6 +2,8 @@
  * compile(fn): a function of tensors → an async function of NDArrays that
  * runs on ONNX Runtime (or the reference interpreter). Traces once per
  * distinct input signature (shapes and dtypes) and caches the session.
+ * compileSteps(step): several calls of a step that updates state, in one
+ * ONNX Runtime run.
  */
 import { writeFileSync, renameSync } from 'node:fs';
 import { ShapeError, TraceError, fmtShape } from '../errors.js';

@@ -385,11 +385,16 @@ export interface LoopSpec {
  */
 export function toOnnxLoop(graph: Graph, opts: EmitOptions, loop: LoopSpec): Uint8Array {
   if (!loop.perStep.length) throw new RuntimeFailure('onnx: a loop needs a per-step input (its first axis is the number of steps)');
+  const carriedOf = new Map(loop.carried);
+  const outputOf = new Set(loop.carried.map(([, i]) => i));
+  graph.outputs.forEach((_, i) => {
+    if (i >= loop.perStepOutputs && !outputOf.has(i)) throw new RuntimeFailure(`onnx: loop output ${i} is neither read per step nor carried to the next step`);
+  });
+  const stepOutputs = graph.outputs.slice(0, loop.perStepOutputs);
   const emission = emissionOf(graph, opts);
   const { ctx, shapeOf } = emission;
   const names = onnxInputNames(graph);
   const perStep = new Set(loop.perStep);
-  const carriedOf = new Map(loop.carried);
   const outerInputs: ProtoWriter[] = [];
   const bodyInputs = [valueInfo('step.iter', 'int64', []), valueInfo('step.cond', 'bool', [])];
   const outer = new EmitContext({}, undefined, 'loop.');
@@ -419,13 +424,13 @@ export function toOnnxLoop(graph: Graph, opts: EmitOptions, loop: LoopSpec): Uin
   const bodyOut: [string, string][] = [
     ['step.cond', 'step.cond_out'],
     ...carriedOut.map((src, k): [string, string] => [src, `step.next_${k}`]),
-    ...graph.outputs.slice(0, loop.perStepOutputs).map((v, i): [string, string] => [ctx.name(v), `step.out_${i}`]),
+    ...stepOutputs.map((v, i): [string, string] => [ctx.name(v), `step.out_${i}`]),
   ];
   const rename = nameOutputs(ctx, bodyOut);
   const bodyOutputs = [
     valueInfo('step.cond_out', 'bool', []),
     ...loop.carried.map(([v, i], k) => valueInfo(`step.next_${k}`, v.dtype, graph.outputs[i]!.shape)),
-    ...graph.outputs.slice(0, loop.perStepOutputs).map((v, i) => valueInfo(`step.out_${i}`, v.dtype, v.shape)),
+    ...stepOutputs.map((v, i) => valueInfo(`step.out_${i}`, v.dtype, v.shape)),
   ];
   const body = graphProto(ctx, bodyInputs, bodyOutputs, rename, 'step');
 
@@ -433,11 +438,10 @@ export function toOnnxLoop(graph: Graph, opts: EmitOptions, loop: LoopSpec): Uin
   const steps = outer.node('Squeeze', outer.node('Shape', [names.get(loop.perStep[0]!)!], { start: { int: 0 }, end: { int: 1 } }))[0]!;
   const always = outer.constant(new NDArray('bool', [], new Uint8Array([1])), 'true');
   const finals = loop.carried.map(([, i]) => `output_${i}`);
-  const stacked = graph.outputs.slice(0, loop.perStepOutputs).map((_, i) => `output_${i}`);
-  outer.node('Loop', [steps, always, ...initial], { body: { graph: body } }, [...finals, ...stacked]);
+  outer.node('Loop', [steps, always, ...initial], { body: { graph: body } }, [...finals, ...stepOutputs.map((_, i) => `output_${i}`)]);
   const outerOutputs = [
     ...loop.carried.map(([v, i]) => valueInfo(`output_${i}`, v.dtype, graph.outputs[i]!.shape)),
-    ...graph.outputs.slice(0, loop.perStepOutputs).map((v, i) => valueInfo(`output_${i}`, v.dtype, ['steps', ...v.shape])),
+    ...stepOutputs.map((v, i) => valueInfo(`output_${i}`, v.dtype, ['steps', ...v.shape])),
   ];
   for (const [d, version] of ctx.domains) outer.domains.set(d, version);
   return modelProto(graphProto(outer, outerInputs, outerOutputs, new Map(), 'volution'), outer.domains, opts);
