@@ -3,8 +3,8 @@
  * cross-entropy, backward, global-norm clipping, AdamW update, src/train/
  * step.ts) of UniFormer-S, CeiT-T and MixFormer-B0 at 224×224, batch 8 and
  * 32, on onnxruntime-node with the given threads. Steps run as the trainer
- * runs them, `--steps-per-run` (default 2) to one ONNX graph run; the time
- * of a step is the run's divided by that.
+ * runs them, `--steps-per-run` (default: the trainer's) to one ONNX Runtime
+ * run; the time of a step is the run's divided by that.
  * `--opt sgd` runs the step the PyTorch baseline times instead (plain
  * cross-entropy, SGD with momentum, no clipping).
  *
@@ -26,7 +26,7 @@
  * rounds. Without it the table shows the indicative PyTorch figures of
  * shared/baselines/README.md (another machine).
  *
- *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 5] [--threads 2] [--opt adamw|sgd] [--steps-per-run 2] [--torch DIR]
+ *   npx tsx bench/train.ts [--models uniformer_small,ceit_tiny,mixformer_b0] [--batch 8,32] [--reps 5] [--threads 2] [--opt adamw|sgd] [--steps-per-run 4] [--torch DIR]
  */
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';

@@ -71,8 +71,8 @@ export class Trace {
 
   /**
    * The buffer's current value in this trace: its graph input until the
-   * trace assigns it, then the assigned value in the buffer's own shape (so
-   * a graph can take several steps, each reading the one before).
+   * trace assigns it, then the assigned value in the buffer's own shape (a
+   * train step's EMA reads the weights its optimizer update assigned).
    */
   lift(p: Liftable): Value {
     let v = this.current.get(p);

@@ -13,8 +13,8 @@
  * initial weights, as in the official recipes.
  *
  * The update is part of the compiled train step (`TrainStep`'s `ema`
- * option): the averages are buffers its graph reads and assigns, so a graph
- * that takes several steps averages after each of them.
+ * option): the averages are buffers its graph reads and assigns after the
+ * optimizer update, so every step of a run updates them.
  */
 import { ConfigError } from '../errors.js';
 import { NDArray, isFloat } from '../ir/ndarray.js';

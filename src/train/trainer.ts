@@ -13,8 +13,8 @@
  *
  * Stops: a NaN/Inf loss ends the run ('diverged') with the step named, and
  * leaves the last checkpoint as it was; an abort signal (Ctrl-C) saves a
- * checkpoint after the current graph run (one or two steps) and ends the run
- * ('interrupted').
+ * checkpoint after the current graph run (up to `stepsPerRun` steps) and ends
+ * the run ('interrupted').
  */
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
