@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
+import { settledTranspose } from '../../src/backends/onnx/emit/layout.js';
 import { toOnnx } from '../../src/backends/onnx/model.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
@@ -52,6 +53,21 @@ describe('layout ops', () => {
   });
   it('permute and transpose, negative axes', async () => {
     await checkOp({ fn: (x) => x.permute(2, 0, 1).transpose(-1, -3), inputs: [randn([2, 3, 4], 8)] });
+  });
+  it('a transpose that moves size-1 axes leaves them in place in ONNX (a Reshape of the input first), or is only a Reshape', async () => {
+    // [N, 1, C, HW] → [1, N, HW, C], MixFormer's folded-batch weight gradient: ONNX Runtime's Transpose is 5–7× slower than on [1, N, C, HW] by [0, 1, 3, 2]
+    expect(settledTranspose([32, 1, 192, 49], [1, 0, 3, 2])).toEqual({ view: [1, 32, 192, 49], perm: [0, 1, 3, 2] });
+    expect(settledTranspose([8, 3, 1, 12], [0, 1, 3, 2])).toEqual({ view: [8, 3, 12, 1], perm: [0, 1, 2, 3] });
+    expect(settledTranspose([2, 1, 3], [1, 0, 2])).toEqual({ view: [1, 2, 3], perm: [0, 1, 2] });
+    // size-1 axes that stay, or none at all: nothing to change
+    expect(settledTranspose([1, 32, 192, 49], [0, 1, 3, 2])).toBeUndefined();
+    expect(settledTranspose([2, 3, 4], [2, 0, 1])).toBeUndefined();
+    const moves = (x: Tensor) => x.permute(1, 0, 3, 2).mul(2);
+    await checkOp({ fn: moves, inputs: [randn([3, 1, 4, 5], 23)] });
+    await checkOp({ fn: (x) => x.permute(0, 2, 1, 3).permute(3, 1, 2, 0), inputs: [randn([2, 1, 3, 1], 24)] });
+    const model = (f: (x: Tensor) => Tensor, shape: number[]) => toOnnx(trace(f, [{ dtype: 'float32', shape }]).graph);
+    expect([onnxOpCount(model(moves, [3, 1, 4, 5]), 'Transpose'), onnxOpCount(model(moves, [3, 1, 4, 5]), 'Reshape')]).toEqual([1, 1]);
+    expect(onnxOpCount(model((x) => x.permute(0, 1, 3, 2), [8, 3, 1, 12]), 'Transpose')).toBe(0);
   });
   it('expand with -1 and new leading dims', async () => {
     await checkOp({ fn: (x) => x.expand(2, -1, 4), inputs: [randn([3, 1], 9)] });
