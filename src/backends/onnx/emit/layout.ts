@@ -28,12 +28,12 @@ export function reshapeSource(ctx: EmitContext, node: Node, x: string): string {
  * only size-1 axes is then no transpose at all. Undefined when nothing changes.
  */
 export function settledTranspose(shape: readonly number[], perm: readonly number[]): { view: number[]; perm: number[] } | undefined {
-  const unit = perm.map((a) => shape[a] === 1);
-  const moving = [...shape.keys()].filter((a) => shape[a] !== 1);
-  const slots = [...perm.keys()].filter((j) => !unit[j]);
+  const unit = perm.map((a) => shape[a] === 1); // by output position
+  const sized = [...shape.keys()].filter((a) => shape[a] !== 1); // the other input axes, in their order
+  const slots = [...perm.keys()].filter((j) => !unit[j]); // the output positions they take, in order
   const view = perm.map(() => 1);
-  slots.forEach((j, i) => (view[j] = shape[moving[i]!]!));
-  const slotOf = new Map(moving.map((a, i) => [a, slots[i]!]));
+  sized.forEach((a, i) => (view[slots[i]!] = shape[a]!));
+  const slotOf = new Map(sized.map((a, i) => [a, slots[i]!]));
   const settled = perm.map((a, j) => (unit[j] ? j : slotOf.get(a)!));
   return settled.every((a, j) => a === perm[j]) && view.every((d, j) => d === shape[j]) ? undefined : { view, perm: settled };
 }
