@@ -22,10 +22,12 @@ export function reshapeSource(ctx: EmitContext, node: Node, x: string): string {
 
 /**
  * The same transpose with its size-1 axes left in place: the input viewed (a free Reshape) with them where the output
- * has them, and the order of the others. Size-1 axes place no data, yet ONNX Runtime's Transpose leaves its fast paths
- * when one of them changes places with a larger axis: [32, 1, 192, 49] by [1, 0, 3, 2] (the folded-batch weight gradient
- * of MixFormer's 1×1 convs) took 1.2 ms where [1, 32, 192, 49] by [0, 1, 3, 2] takes 0.13–0.23. A transpose that moves
- * only size-1 axes is then no transpose at all. Undefined when nothing changes.
+ * has them, and the order of the others. Size-1 axes place no data, yet ONNX Runtime's Transpose leaves its fast path
+ * for a batch of 2-D transposes when one of them changes places with a larger axis: [32, 1, 192, 49] by [1, 0, 3, 2]
+ * (the folded-batch weight gradient of MixFormer's 1×1 convs) took 1.2 ms where [1, 32, 192, 49] by [0, 1, 3, 2]
+ * takes 0.13–0.23, and UniFormer-S's [8, 1, 1280, 49] 1.9–2.1 ms against 0.18–0.34. Settled transposes of other
+ * shapes measured both faster and slower ([32, 49, 1, 12, 4] by [2, 0, 3, 1, 4]: 0.10 ms, settled 0.30), so only a
+ * transpose that becomes one of the last two axes, or no transpose at all (it moved only size-1 axes), is settled.
  */
 export function settledTranspose(shape: readonly number[], perm: readonly number[]): { view: number[]; perm: number[] } | undefined {
   const unit = perm.map((a) => shape[a] === 1); // by output position
@@ -35,7 +37,10 @@ export function settledTranspose(shape: readonly number[], perm: readonly number
   sized.forEach((a, i) => (view[slots[i]!] = shape[a]!));
   const slotOf = new Map(sized.map((a, i) => [a, slots[i]!]));
   const settled = perm.map((a, j) => (unit[j] ? j : slotOf.get(a)!));
-  return settled.every((a, j) => a === perm[j]) && view.every((d, j) => d === shape[j]) ? undefined : { view, perm: settled };
+  const r = perm.length;
+  const lastTwo = settled.every((a, j) => a === (j < r - 2 ? j : 2 * r - 3 - j));
+  const unchanged = settled.every((a, j) => a === perm[j]) && view.every((d, j) => d === shape[j]);
+  return !unchanged && (lastTwo || settled.every((a, j) => a === j)) ? { view, perm: settled } : undefined;
 }
 
 export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | 'expand' | 'reduce_sum' | 'reduce_mean' | 'slice' | 'concat'> = {
