@@ -26,8 +26,9 @@ export function reshapeSource(ctx: EmitContext, node: Node, x: string): string {
  * for a batch of 2-D transposes when one of them changes places with a larger axis: [32, 1, 192, 49] by [1, 0, 3, 2]
  * (the folded-batch weight gradient of MixFormer's 1×1 convs) took 1.2 ms where [1, 32, 192, 49] by [0, 1, 3, 2]
  * takes 0.13–0.23, and UniFormer-S's [8, 1, 1280, 49] 1.9–2.1 ms against 0.18–0.34. Settled transposes of other
- * shapes measured both faster and slower ([32, 49, 1, 12, 4] by [2, 0, 3, 1, 4]: 0.10 ms, settled 0.30), so only a
- * transpose that becomes one of the last two axes, or no transpose at all (it moved only size-1 axes), is settled.
+ * shapes measured both faster and slower ([32, 49, 1, 12, 4] by [2, 0, 3, 1, 4]: 0.10 ms, settled 0.30), so a
+ * transpose is settled only where it becomes a swap of the last two axes, or no transpose at all (it moved only
+ * size-1 axes: a Reshape).
  */
 export function settledTranspose(shape: readonly number[], perm: readonly number[]): { view: number[]; perm: number[] } | undefined {
   const unit = perm.map((a) => shape[a] === 1); // by output position
