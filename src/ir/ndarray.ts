@@ -17,6 +17,11 @@ export function isFloat(dtype: DType): boolean {
   return dtype === 'float32' || dtype === 'float64';
 }
 
+/** Whether two shapes are the same dimensions. */
+export function sameShape(p: readonly number[], q: readonly number[]): boolean {
+  return p.length === q.length && p.every((d, i) => d === q[i]);
+}
+
 export function numel(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;

@@ -6,7 +6,7 @@
  */
 import { AttributeError, ShapeError, TraceError, fmtShape } from '../errors.js';
 import type { Value } from '../ir/graph.js';
-import { type DType, NDArray, numel } from '../ir/ndarray.js';
+import { type DType, NDArray, numel, sameShape } from '../ir/ndarray.js';
 import { type AttrsOf, type OpName, normAxis } from '../ir/ops.js';
 import { type Liftable, type Trace, activeTrace, isTracing } from './trace.js';
 
@@ -101,7 +101,7 @@ export class Tensor {
   /** Reshape; one dimension may be -1 (inferred). */
   reshape(...shape: number[] | [readonly number[]]): Tensor {
     const dims = resolveShape(flatArgs(shape), this.size, this.shape);
-    if (dims.length === this.rank && dims.every((d, i) => d === this.shape[i])) return this;
+    if (sameShape(dims, this.shape)) return this;
     return emit1('reshape', [this], { shape: dims });
   }
   /** Flattens dimensions start..end (inclusive) into one. */
@@ -145,7 +145,7 @@ export class Tensor {
     const dims = flatArgs(shape);
     const off = dims.length - this.rank;
     const full = dims.map((d, i) => (d === -1 ? this.shape[i - off]! : d));
-    if (full.length === this.rank && full.every((d, i) => d === this.shape[i])) return this;
+    if (sameShape(full, this.shape)) return this;
     return emit1('expand', [this], { shape: full });
   }
   /** Python-style slice along one axis: negative indices count from the end, bounds are clamped. */

@@ -8,7 +8,7 @@
  */
 import { ShapeError, TraceError, fmtShape } from '../errors.js';
 import { Graph, type Value, type ValueType } from '../ir/graph.js';
-import { type NDArray, numel } from '../ir/ndarray.js';
+import { type NDArray, numel, sameShape } from '../ir/ndarray.js';
 import type { AttrsOf, OpName } from '../ir/ops.js';
 
 /** Anything whose data can be lifted into a trace as a graph input. */
@@ -79,8 +79,7 @@ export class Trace {
     if (v) return v;
     const assigned = this.updates.get(p);
     if (assigned) {
-      const same = assigned.shape.length === p.data.shape.length && assigned.shape.every((d, i) => d === p.data.shape[i]);
-      v = same ? assigned : this.emit('reshape', [assigned], { shape: p.data.shape })[0]!;
+      v = sameShape(assigned.shape, p.data.shape) ? assigned : this.emit('reshape', [assigned], { shape: p.data.shape })[0]!;
     } else {
       v = this.graph.addInput({ dtype: p.data.dtype, shape: p.data.shape }, p.name, 'param');
       this.lifted.set(p, v);

@@ -1,8 +1,9 @@
+import { sameShape } from '../../ir/ndarray.js';
 import { type Tensor, batchNorm, zeros } from '../../tensor/tensor.js';
 
 /** Sums a broadcast cotangent back down to `shape` (the inverse of broadcasting). */
 export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
-  if (g.shape.length === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
+  if (sameShape(g.shape, shape)) return g;
   const lead = g.rank - shape.length;
   const axes: number[] = [];
   for (let i = 0; i < g.rank; i++) {

@@ -5,7 +5,7 @@
  */
 import { RuntimeFailure } from '../../errors.js';
 import type { Graph, Node, Value } from '../../ir/graph.js';
-import { type DType, NDArray, numel } from '../../ir/ndarray.js';
+import { type DType, NDArray, numel, sameShape } from '../../ir/ndarray.js';
 import { ONNX_DTYPE_CODE as ONNX_DTYPE } from './dtypes.js';
 import { EMITTERS } from './emit/index.js';
 import { reshapeSource } from './emit/layout.js';
@@ -410,7 +410,7 @@ export function toOnnxLoop(graph: Graph, opts: EmitOptions, loop: LoopSpec): Uin
   const initial = loop.carried.map(([v, out]) => {
     const name = names.get(v)!;
     const shape = graph.outputs[out]!.shape;
-    const same = shape.length === v.shape.length && shape.every((d, i) => d === v.shape[i]);
+    const same = sameShape(shape, v.shape);
     bodyInputs.push(valueInfo(`state.${name}`, v.dtype, shape));
     ctx.bind(v, same ? `state.${name}` : ctx.node('Reshape', [`state.${name}`, ctx.ints(v.shape)])[0]!);
     return same ? name : outer.node('Reshape', [name, outer.ints(shape)])[0]!;

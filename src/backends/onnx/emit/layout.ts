@@ -1,5 +1,5 @@
 import type { Node, Value } from '../../../ir/graph.js';
-import { numel } from '../../../ir/ndarray.js';
+import { numel, sameShape } from '../../../ir/ndarray.js';
 import { isTranspose } from '../../passes/rewrite.js';
 import type { EmitContext } from '../model.js';
 import type { EmitterTable } from './types.js';
@@ -39,9 +39,13 @@ export function settledTranspose(shape: readonly number[], perm: readonly number
   const slotOf = new Map(sized.map((a, i) => [a, slots[i]!]));
   const settled = perm.map((a, j) => (unit[j] ? j : slotOf.get(a)!));
   const r = perm.length;
-  const lastTwo = settled.every((a, j) => a === (j < r - 2 ? j : 2 * r - 3 - j));
-  const unchanged = settled.every((a, j) => a === perm[j]) && view.every((d, j) => d === shape[j]);
-  return !unchanged && (lastTwo || settled.every((a, j) => a === j)) ? { view, perm: settled } : undefined;
+  const lastTwo = sameShape(settled, [...Array(Math.max(r - 2, 0)).keys(), r - 1, r - 2]);
+  const unchanged = sameShape(settled, perm) && sameShape(view, shape);
+  return !unchanged && (lastTwo || isIdentity(settled)) ? { view, perm: settled } : undefined;
+}
+
+function isIdentity(perm: readonly number[]): boolean {
+  return perm.every((a, j) => a === j);
 }
 
 export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | 'expand' | 'reduce_sum' | 'reduce_mean' | 'slice' | 'concat'> = {
@@ -67,7 +71,7 @@ export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | '
     const { perm } = attrsOf(node, 'transpose');
     const settled = ctx.fixedShapes ? settledTranspose(node.inputs[0]!.shape, perm) : undefined;
     if (!settled) return ctx.node('Transpose', [x!], { perm: { ints: perm } });
-    if (settled.perm.every((a, j) => a === j)) return ctx.node('Reshape', [x!, ctx.ints(node.outputs[0]!.shape)]);
+    if (isIdentity(settled.perm)) return ctx.node('Reshape', [x!, ctx.ints(node.outputs[0]!.shape)]);
     const [view] = ctx.node('Reshape', [x!, ctx.ints(settled.view)]);
     return ctx.node('Transpose', [view!], { perm: { ints: settled.perm } });
   },

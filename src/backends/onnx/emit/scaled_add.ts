@@ -12,7 +12,7 @@
  * become GatedAdd's last axis. The Mul is then not emitted at all.
  */
 import type { Node, Value } from '../../../ir/graph.js';
-import { numel } from '../../../ir/ndarray.js';
+import { numel, sameShape } from '../../../ir/ndarray.js';
 import type { EmitContext } from '../model.js';
 import { MS_DOMAIN } from './types.js';
 
@@ -31,8 +31,6 @@ export interface ScaledAdd {
   /** Whether the result is a graph output, which a Reshape would copy. */
   readonly isOutput: boolean;
 }
-
-const sameShape = (p: readonly number[], q: readonly number[]) => p.length === q.length && p.every((d, i) => d === q[i]);
 
 /** The scale's shape right-aligned to rank `r`, and the last axis it varies along (−1: a scalar). */
 function scaleAxes(scale: Value, r: number): { padded: number[]; last: number } {
