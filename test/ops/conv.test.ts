@@ -28,8 +28,11 @@ describe('conv2d', () => {
   const cases: [string, number[], number[], boolean, Conv2dOptions][] = [
     ['1×1, with bias', [2, 3, 4, 5], [4, 3, 1, 1], true, {}],
     ['3×3, padding 1', [2, 3, 5, 6], [4, 3, 3, 3], false, { padding: 1 }],
-    // ≥ 128 output positions: the weight gradient sums per-sample products instead of folding the batch in.
-    ['3×3, padding 1, 12×12 (weight gradient per sample)', [2, 2, 12, 12], [3, 2, 3, 3], true, { padding: 1 }],
+    // ≥ 128 output positions: the weight gradient sums per-sample products instead of folding the batch in,
+    // with the columns on the left where they have more rows than gy, else gy.
+    ['3×3, padding 1, 12×12 (weight gradient per sample, columns on the left)', [2, 2, 12, 12], [3, 2, 3, 3], true, { padding: 1 }],
+    ['1×1, 2 → 6 channels, 12×12 (weight gradient per sample, gy on the left)', [2, 2, 12, 12], [6, 2, 1, 1], false, {}],
+    ['groups 2, 12×12 (weight gradient per sample and group, columns on the left)', [2, 4, 12, 12], [6, 2, 3, 3], false, { padding: 1, groups: 2 }],
     ['3×3 stride 2, asymmetric padding, uneven', [1, 2, 7, 6], [3, 2, 3, 3], true, { stride: 2, padding: [1, 0, 2, 1] }],
     ['5×5 stride 3, uneven', [1, 2, 9, 8], [2, 2, 5, 5], false, { stride: 3, padding: 2 }],
     ['3×3 dilation 2', [1, 2, 7, 7], [3, 2, 3, 3], true, { dilation: 2, padding: 2 }],
