@@ -13,6 +13,7 @@ import { type TensorFn, type Traced, paramValues, trace } from '../tensor/functi
 import type { InputSpec } from '../tensor/trace.js';
 import { debug } from './debug.js';
 import { type EmitOptions, onnxInputNames, toOnnx, toOnnxLoop } from './onnx/model.js';
+import { kernelsFor } from './ort/kernels.js';
 import { OrtSession, type OrtOptions, nchwcBlockSize } from './ort/session.js';
 import { fromRef, interpret } from './reference/interpreter.js';
 import { Rng } from '../rng.js';
@@ -103,8 +104,9 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
       // A graph that updates buffers takes its parameters as inputs: baked ones would go stale after every call.
       const entryMode = traced.updates.length ? 'inputs' : mode;
       // An in-process session: ORT's contrib kernels are there to use (exportOnnx writes standard ONNX only).
+      const kernels = kernelsFor(traced.graph);
       e.session ??= nchwcBlockSize().then((nchwcBlock) =>
-        OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced), contribOps: true, nchwcBlock }), opts),
+        OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced), contribOps: true, nchwcBlock, kernels: kernels !== undefined }), { ...opts, kernelLibrary: kernels }),
       );
       const session = await e.session;
       const names = (e.names ??= onnxInputNames(traced.graph));
@@ -169,8 +171,9 @@ export function compileSteps(fn: TensorFn, opts: CompileOptions = {}): SteppedFn
         return [v, traced.numOutputs + i];
       });
       const perStep = [...traced.inputs, ...traced.randoms];
-      const model = nchwcBlockSize().then((nchwcBlock) => toOnnxLoop(traced.graph, { params: 'inputs', contribOps: true, nchwcBlock }, { perStep, carried, perStepOutputs: traced.numOutputs }));
-      s = { session: model.then((bytes) => OrtSession.create(bytes, opts)), names: onnxInputNames(traced.graph) };
+      const kernels = kernelsFor(traced.graph);
+      const model = nchwcBlockSize().then((nchwcBlock) => toOnnxLoop(traced.graph, { params: 'inputs', contribOps: true, nchwcBlock, kernels: kernels !== undefined }, { perStep, carried, perStepOutputs: traced.numOutputs }));
+      s = { session: model.then((bytes) => OrtSession.create(bytes, { ...opts, kernelLibrary: kernels })), names: onnxInputNames(traced.graph) };
       sessions.set(key, s);
     }
     return s;

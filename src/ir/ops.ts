@@ -45,6 +45,8 @@ export interface OpAttrs {
   neg: {}; exp: {}; log: {}; sqrt: {}; tanh: {}; erf: {}; sigmoid: {}; relu: {}; abs: {}; sign: {};
   /** Exact GELU, x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
   gelu: {};
+  /** GELU's vector-Jacobian product: g·gelu'(x) = g·(Φ(x) + x·φ(x)), inputs [x, g]. One fused kernel where the runtime has it. */
+  gelu_grad: {};
   /** clamp(alpha·x + beta, 0, 1); with alpha = 1/6, beta = 1/2 it is PyTorch's hardsigmoid. */
   hard_sigmoid: { alpha: number; beta: number };
   cast: { to: DType };
@@ -300,6 +302,15 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
   tanh: unaryFloat,
   erf: unaryFloat,
   gelu: unaryFloat,
+  gelu_grad: {
+    arity: 2,
+    infer([x, g]) {
+      requireFloat(x!);
+      const dtype = sameDtype([x!, g!]);
+      if (x!.shape.length !== g!.shape.length || x!.shape.some((d, i) => d !== g!.shape[i])) fail(`gelu_grad: x ${fmtShape(x!.shape)} and its cotangent ${fmtShape(g!.shape)} differ in shape`);
+      return [{ dtype, shape: x!.shape }];
+    },
+  },
   hard_sigmoid: {
     arity: 1,
     infer([x], { alpha, beta }) {

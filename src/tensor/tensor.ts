@@ -285,6 +285,11 @@ export function emit1<K extends OpName>(op: K, inputs: readonly Tensor[], attrs:
   return emit(op, inputs, attrs)[0]!;
 }
 
+/** g·gelu'(x): GELU's vector-Jacobian product as one op (autodiff's rule for gelu). */
+export function geluGrad(x: Tensor, g: Tensor): Tensor {
+  return emit1('gelu_grad', [x, g], {});
+}
+
 /** Wraps a graph value of the active trace as a tensor (used by autodiff and backends). */
 export function wrap(v: Value): Tensor {
   return new Tensor(activeTrace(), v);

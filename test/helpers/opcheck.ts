@@ -54,10 +54,12 @@ function toF32(a: NDArray): NDArray {
  * Runs on ONNX Runtime; `contribOps` (with the NCHWc kernels for convs whose
  * weights are inputs) as the in-process sessions (compile, the train step) emit by default.
  */
-export async function runOrt(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[], contribOps = true): Promise<NDArray[]> {
+/** `kernels`: the path of volution's kernel library, for graphs that may use it (`kernelLibrary()`). */
+export async function runOrt(fn: (...xs: Tensor[]) => Tensor | Tensor[], inputs: readonly NDArray[], contribOps = true, kernels?: string): Promise<NDArray[]> {
   const f32 = inputs.map(toF32);
   const traced = trace(fn, f32.map((a, i) => ({ dtype: a.dtype, shape: a.shape, name: `input_${i}` })));
-  const session = await OrtSession.create(toOnnx(traced.graph, { contribOps, nchwcBlock: await nchwcBlockSize() }), { threads: 1 });
+  const model = toOnnx(traced.graph, { contribOps, nchwcBlock: await nchwcBlockSize(), kernels: kernels !== undefined });
+  const session = await OrtSession.create(model, { threads: 1, kernelLibrary: kernels });
   const feeds: Record<string, NDArray> = {};
   f32.forEach((a, i) => (feeds[`input_${i}`] = a));
   const out = await session.run(feeds);

@@ -1,4 +1,4 @@
-import { where } from '../../tensor/tensor.js';
+import { geluGrad, where } from '../../tensor/tensor.js';
 import type { RuleTable, VjpRule } from './types.js';
 import { unbroadcast } from './util.js';
 
@@ -7,7 +7,7 @@ const none: VjpRule<'equal'> = () => [];
 
 export const elementwiseRules: RuleTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'gelu_grad' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
 > = {
   add: ({ inputs: [a, b], needs }, [g]) => [needs[0] ? unbroadcast(g!, a!.shape) : undefined, needs[1] ? unbroadcast(g!, b!.shape) : undefined],
   sub: ({ inputs: [a, b], needs }, [g]) => [needs[0] ? unbroadcast(g!, a!.shape) : undefined, needs[1] ? unbroadcast(g!.neg(), b!.shape) : undefined],
@@ -48,18 +48,13 @@ export const elementwiseRules: RuleTable<
   sqrt: ({ outputs: [y] }, [g]) => [g!.mul(0.5).div(y!)],
   tanh: ({ outputs: [y] }, [g]) => [g!.mul(y!.mul(y!).neg().add(1))],
   erf: ({ inputs: [x] }, [g]) => [g!.mul(x!.mul(x!).neg().exp().mul(2 / Math.sqrt(Math.PI)))],
-  // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2: Φ = 0.5·erf(u) + 0.5, one HardSigmoid pass (it never
-  // clips: erf ∈ [−1, 1]; measured faster than the scalar affine as BatchNormalization, and ORT
-  // parallelises it on large tensors), and x·φ(x) = u·exp(−u²)/√π, written as a division by
-  // exp(u²) (which saves a negation pass; it overflows to inf only where the term is below float32's
-  // range anyway) whose 1/√π joins the sum in one pass on ORT (GatedAdd, see emit/scaled_add.ts).
-  // Eight elementwise passes; the forward is one fused kernel on ORT, so it keeps no
-  // intermediates to reuse.
-  gelu: ({ inputs: [x] }, [g]) => {
-    const u = x!.mul(Math.SQRT1_2);
-    const cdf = u.erf().hardSigmoid(0.5, 0.5);
-    return [g!.mul(cdf.add(u.div(u.mul(u).exp()).mul(1 / Math.sqrt(Math.PI))))];
-  },
+  // One op, so that a runtime with a fused kernel runs it in one pass (see its ONNX lowering).
+  gelu: ({ inputs: [x] }, [g]) => [geluGrad(x!, g!)],
+  // d/dx of g·gelu'(x) is g·gelu''(x) = g·φ(x)·(2 − x²); d/dg is gelu'(x).
+  gelu_grad: ({ inputs: [x, g], needs }, [h]) => [
+    needs[0] ? h!.mul(g!).mul(x!.mul(x!).mul(-0.5).exp().mul(1 / Math.sqrt(2 * Math.PI))).mul(x!.mul(x!).neg().add(2)) : undefined,
+    needs[1] ? geluGrad(x!, h!) : undefined,
+  ],
   // Zero where the output is clamped, as PyTorch's hardsigmoid_backward (strict at the kinks).
   hard_sigmoid: ({ outputs: [y], attrs: { alpha } }, [g]) => [where(y!.gt(0).and(y!.lt(1)), g!.mul(alpha), 0)],
   sigmoid: ({ outputs: [y] }, [g]) => [g!.mul(y!.mul(y!.neg().add(1)))],

@@ -14,8 +14,8 @@ import { ProtoWriter } from './protobuf.js';
 
 export const OPSET = 17;
 const IR_VERSION = 8;
-import { NCHWC_DOMAIN } from './emit/types.js';
-export { MS_DOMAIN } from './emit/types.js';
+import { NCHWC_DOMAIN, VOLUTION_DOMAIN } from './emit/types.js';
+export { MS_DOMAIN, VOLUTION_DOMAIN } from './emit/types.js';
 
 export type OnnxAttr =
   | { readonly int: number }
@@ -89,6 +89,8 @@ export class EmitContext {
   readonly contribOps: boolean;
   /** ONNX Runtime's NCHWc block size for runtime-weight convs, 0 for none (see `EmitOptions.nchwcBlock`). */
   readonly nchwcBlock: number;
+  /** Whether lowerings may use volution's fused kernels (see `EmitOptions.kernels`). */
+  readonly kernels: boolean;
   /** Whether every shape is the traced one (no dynamic-batch `shapeTargets`), so lowerings may bake sizes in. */
   readonly fixedShapes: boolean;
   private readonly names = new Map<Value, string>();
@@ -103,13 +105,14 @@ export class EmitContext {
    * @param prefix of the names it makes (a graph and its subgraphs share one namespace)
    */
   constructor(
-    private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'params' | 'shapeTargets'> = {},
+    private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'kernels' | 'params' | 'shapeTargets'> = {},
     private readonly used?: ReadonlySet<Value>,
     private readonly prefix = '',
   ) {
     this.contribOps = opts.contribOps ?? false;
     this.fixedShapes = opts.shapeTargets === undefined;
     this.nchwcBlock = opts.contribOps ? (opts.nchwcBlock ?? 0) : 0;
+    this.kernels = opts.kernels ?? false;
   }
 
   /**
@@ -263,6 +266,12 @@ export interface EmitOptions {
    * constant weights. 0 or unset: plain `Conv`.
    */
   nchwcBlock?: number;
+  /**
+   * Let lowerings use volution's fused kernels (`native/volution_kernels.c`,
+   * domain `ai.volution`), for a session that registers that library
+   * (`OrtOptions.kernelLibrary`). Default false.
+   */
+  kernels?: boolean;
   producer?: string;
   docString?: string;
   metadata?: Readonly<Record<string, string>>;
@@ -479,4 +488,12 @@ export function nchwcProbeModel(): Uint8Array {
   const ctx = new EmitContext();
   ctx.node('ReorderInput', ['x'], {}, ['y'], NCHWC_DOMAIN);
   return modelProto(graphProto(ctx, [valueInfo('x', 'float32', [1, 4, 1, 1])], [valueInfo('y', 'float32', [1, 'channels', 1, 1])], new Map(), 'volution'), ctx.domains, {});
+}
+
+/** A one-node float32 model of one of volution's kernels (tests call them directly). */
+export function kernelModel(op: string, inputs: readonly (readonly [string, readonly number[]])[], outputs: readonly (readonly [string, readonly number[]])[]): Uint8Array {
+  const ctx = new EmitContext();
+  ctx.node(op, inputs.map(([n]) => n), {}, outputs.map(([n]) => n), VOLUTION_DOMAIN);
+  const info = (vs: typeof inputs) => vs.map(([n, s]) => valueInfo(n, 'float32', s));
+  return modelProto(graphProto(ctx, info(inputs), info(outputs), new Map(), 'volution'), ctx.domains, {});
 }

@@ -6,6 +6,7 @@ import { RuntimeFailure, fmtShape } from '../../errors.js';
 import { type DType, NDArray } from '../../ir/ndarray.js';
 import { debug } from '../debug.js';
 import { nchwcProbeModel } from '../onnx/model.js';
+import type { NativeOrtSession } from './native.js';
 
 export interface OrtOptions {
   /** intra-op threads (default: 2, this project's reference machine; 0 lets ORT decide). */
@@ -25,6 +26,12 @@ export interface OrtOptions {
    * steps ran about 8% faster (three alternating runs each; CeiT-T's the same); inference measured the same either way.
    */
   memoryPattern?: boolean;
+  /**
+   * volution's kernel library (`kernelsFor`), for graphs emitted with
+   * `kernels`. The session then runs through ONNX Runtime's C API
+   * (`NativeOrtSession`): onnxruntime-node's binding cannot register one.
+   */
+  kernelLibrary?: string;
 }
 
 export const DEFAULT_THREADS = 2;
@@ -43,13 +50,19 @@ export function fromOrt(t: ort.Tensor): NDArray {
 /** A loaded ONNX model. */
 export class OrtSession {
   private constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly session: { node: ort.InferenceSession } | { native: NativeOrtSession },
     readonly inputNames: readonly string[],
     readonly outputNames: readonly string[],
   ) {}
 
   static async create(model: Uint8Array, opts: OrtOptions = {}): Promise<OrtSession> {
     const t0 = performance.now();
+    if (opts.kernelLibrary) {
+      const { NativeOrtSession } = await import('./native.js');
+      const native = NativeOrtSession.create(model, opts.kernelLibrary, opts);
+      debug(1, `ort: C-API session with volution's kernels created in ${(performance.now() - t0).toFixed(0)} ms`);
+      return new OrtSession({ native }, native.inputNames, native.outputNames);
+    }
     let s: ort.InferenceSession;
     try {
       s = await ort.InferenceSession.create(model, {
@@ -66,11 +79,12 @@ export class OrtSession {
       throw new RuntimeFailure(`ONNX Runtime could not load the model: ${(err as Error).message}`, { cause: err });
     }
     debug(1, `ort: session created in ${(performance.now() - t0).toFixed(0)} ms (${(model.length / 1e6).toFixed(1)} MB, ${opts.threads ?? DEFAULT_THREADS} threads)`);
-    return new OrtSession(s, s.inputNames, s.outputNames);
+    return new OrtSession({ node: s }, s.inputNames, s.outputNames);
   }
 
   /** Runs with feeds by input name; returns outputs by name. */
   async run(feeds: Readonly<Record<string, NDArray>>): Promise<Record<string, NDArray>> {
+    if ('native' in this.session) return this.session.native.run(feeds);
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const name of this.inputNames) {
       const a = feeds[name];
@@ -80,7 +94,7 @@ export class OrtSession {
     const t0 = performance.now();
     let out: ort.InferenceSession.ReturnType;
     try {
-      out = await this.session.run(ortFeeds);
+      out = await this.session.node.run(ortFeeds);
     } catch (err) {
       const shapes = Object.entries(feeds).map(([k, v]) => `${k}${fmtShape(v.shape)}`).join(', ');
       throw new RuntimeFailure(`ONNX Runtime failed (${shapes}): ${(err as Error).message}`, { cause: err });
@@ -92,7 +106,8 @@ export class OrtSession {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    if ('native' in this.session) this.session.native.release();
+    else await this.session.node.release();
   }
 }
 

@@ -1,12 +1,27 @@
+import type { Value } from '../../../ir/graph.js';
+import { NDArray, numel } from '../../../ir/ndarray.js';
+import type { EmitContext } from '../model.js';
 import { ONNX_DTYPE_CODE } from '../dtypes.js';
 import type { Emitter, EmitterTable } from './types.js';
-import { MS_DOMAIN, attrsOf } from './types.js';
+import { MS_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 
 const simple = (opType: string): Emitter => (ctx, _, inputs) => ctx.node(opType, inputs);
 
+/** a + y·s for a scalar s, shaped like `like`: one GatedAdd pass in rows of 8 where ONNX Runtime's contrib ops may be used (see scaled_add.ts). */
+function scaledSum(ctx: EmitContext, a: string, y: string, s: number, like: Value): string[] {
+  const n = numel(like.shape);
+  if (!(ctx.contribOps && ctx.fixedShapes && like.dtype === 'float32' && n >= 4096 && n % 8 === 0)) {
+    return ctx.node('Add', [a, ctx.node('Mul', [y, ctx.scalar(s, like.dtype)])[0]!]);
+  }
+  const rows = (name: string) => ctx.node('Reshape', [name, ctx.ints([8, n / 8])])[0]!;
+  const gate = ctx.constant(NDArray.float32([8, 1], new Float32Array(8).fill(s)));
+  const [sum] = ctx.node('GatedAdd', [rows(a), rows(y), gate], {}, 1, MS_DOMAIN);
+  return ctx.node('Reshape', [sum!, ctx.ints(like.shape)]);
+}
+
 export const elementwiseEmitters: EmitterTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'gelu_grad' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
 > = {
   add: simple('Add'),
   sub: simple('Sub'),
@@ -39,6 +54,24 @@ export const elementwiseEmitters: EmitterTable<
     const [onePlus] = ctx.node('Add', [e!, ctx.scalar(1, dtype)]);
     const [xy] = ctx.node('Mul', [x!, onePlus!]);
     return ctx.node('Mul', [xy!, ctx.scalar(0.5, dtype)]);
+  },
+  // One fused kernel where the session has volution's kernels; otherwise eight passes:
+  // gelu'(x) = Φ(x) + x·φ(x), with u = x/√2, Φ = 0.5·erf(u) + 0.5 (a HardSigmoid pass: it never
+  // clips, as erf ∈ [−1, 1]) and x·φ(x) = u·e^(−u²)/√π, written as a division by e^(u²), which
+  // saves a negation (it overflows to inf only where the term is below float32's range anyway).
+  gelu_grad: (ctx, node, [x, g]) => {
+    const { dtype } = node.inputs[0]!;
+    if (ctx.kernels && dtype === 'float32') return ctx.node('GeluGrad', [g!, x!], {}, 1, VOLUTION_DOMAIN);
+    const [u] = ctx.node('Mul', [x!, ctx.scalar(Math.SQRT1_2, dtype)]);
+    const [e] = ctx.node('Erf', [u!]);
+    const [cdf] = dtype === 'float32'
+      ? ctx.node('HardSigmoid', [e!], { alpha: { float: 0.5 }, beta: { float: 0.5 } })
+      : ctx.node('Add', [ctx.node('Mul', [e!, ctx.scalar(0.5, dtype)])[0]!, ctx.scalar(0.5, dtype)]);
+    const [uu] = ctx.node('Mul', [u!, u!]);
+    const [eu] = ctx.node('Exp', [uu!]);
+    const [t] = ctx.node('Div', [u!, eu!]);
+    const [slope] = scaledSum(ctx, cdf!, t!, 1 / Math.sqrt(Math.PI), node.inputs[0]!);
+    return ctx.node('Mul', [g!, slope!]);
   },
   // ONNX Runtime has HardSigmoid for float only: float64 graphs spell it out.
   hard_sigmoid: (ctx, node, [x]) => {

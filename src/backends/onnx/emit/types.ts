@@ -7,6 +7,8 @@ export const MS_DOMAIN = 'com.microsoft';
 
 /** ONNX Runtime's blocked-layout (NCHWc) kernels: ReorderInput, ReorderOutput, Conv, pooling. */
 export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+/** volution's own fused kernels (`native/volution_kernels.c`). */
+export const VOLUTION_DOMAIN = 'ai.volution';
 
 /**
  * Lowers one IR node to ONNX nodes. `inputs` are the ONNX names of the

@@ -27,7 +27,7 @@ function castTo(x: RefArray, to: string): RefArray {
 
 export const elementwiseKernels: KernelTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'erf' | 'gelu' | 'gelu_grad' | 'hard_sigmoid' | 'sigmoid' | 'relu' | 'abs' | 'sign' | 'cast' | 'constant'
 > = {
   add: binary((a, b) => a + b),
   sub: binary((a, b) => a - b),
@@ -54,6 +54,7 @@ export const elementwiseKernels: KernelTable<
   tanh: unary(Math.tanh),
   erf: unary(erf),
   gelu: unary((x) => 0.5 * x * (1 + erf(x / Math.SQRT2))),
+  gelu_grad: binary((x, g) => g * (0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp((-x * x) / 2)) / Math.sqrt(2 * Math.PI))),
   hard_sigmoid: ([x], { alpha, beta }) => [ref(x!.shape, x!.data.map((v) => Math.min(1, Math.max(0, alpha * v + beta))))],
   sigmoid: unary((x) => 1 / (1 + Math.exp(-x))),
   relu: unary((x) => (x > 0 ? x : 0)),

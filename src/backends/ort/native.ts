@@ -1,0 +1,209 @@
+/**
+ * A second binding of the ONNX Runtime library that onnxruntime-node ships,
+ * through its C API and an FFI (koffi), for sessions that use volution's
+ * fused kernels (`native/volution_kernels.c`, custom-op domain `ai.volution`):
+ * onnxruntime-node's own binding has no call that registers a custom-op
+ * library; the library itself does (OrtApi::RegisterCustomOpsLibrary).
+ * `OrtSession.create` uses it when given a `kernelLibrary`.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import koffi from 'koffi';
+import { RuntimeFailure } from '../../errors.js';
+import { debug } from '../debug.js';
+import { type DType, NDArray } from '../../ir/ndarray.js';
+import { ONNX_DTYPE_CODE } from '../onnx/dtypes.js';
+import { DEFAULT_THREADS, type OrtOptions } from './session.js';
+
+/** Positions in ONNX Runtime's OrtApi table (onnxruntime_c_api.h); the table is append-only. */
+const API = {
+  GetErrorMessage: 2,
+  CreateEnv: 3,
+  CreateSessionFromArray: 8,
+  Run: 9,
+  CreateSessionOptions: 10,
+  EnableProfiling: 14,
+  EnableMemPattern: 16,
+  DisableMemPattern: 17,
+  SetSessionGraphOptimizationLevel: 23,
+  SetIntraOpNumThreads: 24,
+  SetInterOpNumThreads: 25,
+  RegisterCustomOpsLibrary: 29,
+  SessionGetInputCount: 30,
+  SessionGetOutputCount: 31,
+  SessionGetInputName: 36,
+  SessionGetOutputName: 37,
+  CreateTensorWithDataAsOrtValue: 49,
+  GetTensorMutableData: 51,
+  GetTensorElementType: 60,
+  GetDimensionsCount: 61,
+  GetDimensions: 62,
+  GetTensorTypeAndShape: 65,
+  CreateCpuMemoryInfo: 69,
+  AllocatorFree: 76,
+  GetAllocatorWithDefaultOptions: 78,
+  ReleaseStatus: 93,
+  ReleaseSession: 95,
+  ReleaseValue: 96,
+  ReleaseTensorTypeAndShapeInfo: 99,
+  ReleaseSessionOptions: 100,
+  AddSessionConfigEntry: 130,
+} as const;
+
+const LEVEL = { disabled: 0, basic: 1, extended: 2, all: 99 } as const;
+
+type Fn = (...args: unknown[]) => unknown;
+
+/** The C API of onnxruntime-node's own library, loaded once. */
+class OrtC {
+  private readonly fns = new Map<number, Fn>();
+  readonly env: unknown;
+  readonly cpu: unknown;
+  readonly allocator: unknown;
+
+  private constructor(private readonly table: unknown[]) {
+    const out: unknown[] = [null];
+    this.check(this.fn(API.CreateEnv, 'void* f(int, const char*, _Out_ void**)')(3, 'volution', out));
+    this.env = out[0];
+    this.check(this.fn(API.CreateCpuMemoryInfo, 'void* f(int, int, _Out_ void**)')(1, 0, out));
+    this.cpu = out[0];
+    this.check(this.fn(API.GetAllocatorWithDefaultOptions, 'void* f(_Out_ void**)')(out));
+    this.allocator = out[0];
+  }
+
+  static load(): OrtC {
+    const pkg = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const path = join(pkg, 'bin', 'napi-v6', process.platform, process.arch, process.platform === 'linux' ? 'libonnxruntime.so.1' : process.platform === 'darwin' ? 'libonnxruntime.dylib' : 'onnxruntime.dll');
+    const lib = koffi.load(path);
+    const base = koffi.decode(lib.func('void* OrtGetApiBase()')(), koffi.array('void*', 2)) as unknown[];
+    const api = koffi.call(base[0], koffi.proto('void* GetApi(uint32_t)'), 18);
+    if (!api) throw new RuntimeFailure(`ONNX Runtime at ${path} is older than API version 18`);
+    return new OrtC(koffi.decode(api, koffi.array('void*', 300)) as unknown[]);
+  }
+
+  fn(index: number, signature: string): Fn {
+    let f = this.fns.get(index);
+    if (!f) {
+      // koffi names every prototype; one per table entry.
+      const proto = koffi.proto(signature.replace(' f(', ` ort_api_${index}(`));
+      f = (...args: unknown[]) => koffi.call(this.table[index], proto, ...args);
+      this.fns.set(index, f);
+    }
+    return f;
+  }
+
+  /** Throws the message of a non-null OrtStatus (and frees it). */
+  check(status: unknown, what = 'ONNX Runtime'): void {
+    if (!status) return;
+    const message = this.fn(API.GetErrorMessage, 'const char* f(void*)')(status) as string;
+    this.fn(API.ReleaseStatus, 'void f(void*)')(status);
+    throw new RuntimeFailure(`${what}: ${message}`);
+  }
+
+  name(session: unknown, index: number, input: boolean): string {
+    const out: unknown[] = [null];
+    this.check(this.fn(input ? API.SessionGetInputName : API.SessionGetOutputName, 'void* f(void*, size_t, void*, _Out_ void**)')(session, index, this.allocator, out));
+    const name = koffi.decode(out[0], 'char', -1) as string;
+    this.check(this.fn(API.AllocatorFree, 'void* f(void*, void*)')(this.allocator, out[0]));
+    return name;
+  }
+}
+
+let ortC: OrtC | undefined;
+
+const ELEMENT = new Map(Object.entries(ONNX_DTYPE_CODE).map(([dtype, code]) => [code, dtype as DType]));
+
+/** An ONNX Runtime session created through the C API, with volution's kernel library registered. */
+export class NativeOrtSession {
+  private constructor(
+    private readonly c: OrtC,
+    private session: unknown,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  static create(model: Uint8Array, library: string, opts: OrtOptions = {}): NativeOrtSession {
+    const c = (ortC ??= OrtC.load());
+    const out: unknown[] = [null];
+    c.check(c.fn(API.CreateSessionOptions, 'void* f(_Out_ void**)')(out));
+    const options = out[0];
+    try {
+      c.check(c.fn(API.SetIntraOpNumThreads, 'void* f(void*, int)')(options, opts.threads ?? DEFAULT_THREADS));
+      c.check(c.fn(API.SetInterOpNumThreads, 'void* f(void*, int)')(options, 1));
+      c.check(c.fn(API.SetSessionGraphOptimizationLevel, 'void* f(void*, int)')(options, LEVEL[opts.optimization ?? 'all']));
+      c.check(c.fn(opts.memoryPattern === false ? API.DisableMemPattern : API.EnableMemPattern, 'void* f(void*)')(options));
+      // VOLUTION_PROFILE=<prefix>: ONNX Runtime writes a per-node timing profile (JSON), as for onnxruntime-node's sessions
+      if (process.env.VOLUTION_PROFILE) c.check(c.fn(API.EnableProfiling, 'void* f(void*, const char*)')(options, process.env.VOLUTION_PROFILE));
+      if (opts.spinWait === false) c.check(c.fn(API.AddSessionConfigEntry, 'void* f(void*, const char*, const char*)')(options, 'session.intra_op.allow_spinning', '0'));
+      c.check(c.fn(API.RegisterCustomOpsLibrary, 'void* f(void*, const char*, _Out_ void**)')(options, library, out), 'ONNX Runtime could not load the kernel library');
+      c.check(c.fn(API.CreateSessionFromArray, 'void* f(void*, const void*, size_t, void*, _Out_ void**)')(c.env, model, model.length, options, out), 'ONNX Runtime could not load the model');
+    } finally {
+      c.fn(API.ReleaseSessionOptions, 'void f(void*)')(options);
+    }
+    const session = out[0];
+    const count = (index: number) => {
+      const n = [0];
+      c.check(c.fn(index, 'void* f(void*, _Out_ size_t*)')(session, n));
+      return Number(n[0]);
+    };
+    const inputs = Array.from({ length: count(API.SessionGetInputCount) }, (_, i) => c.name(session, i, true));
+    const outputs = Array.from({ length: count(API.SessionGetOutputCount) }, (_, i) => c.name(session, i, false));
+    return new NativeOrtSession(c, session, inputs, outputs);
+  }
+
+  /** Runs with feeds by input name; returns outputs by name (copied out of ONNX Runtime's memory). */
+  run(feeds: Readonly<Record<string, NDArray>>): Record<string, NDArray> {
+    const { c } = this;
+    const values: unknown[] = [];
+    const outputs: unknown[] = this.outputNames.map(() => null);
+    try {
+      for (const name of this.inputNames) {
+        const a = feeds[name];
+        if (!a) throw new RuntimeFailure(`ONNX Runtime: missing input '${name}'`);
+        const out: unknown[] = [null];
+        const shape = BigInt64Array.from(a.shape.map(BigInt));
+        c.check(c.fn(API.CreateTensorWithDataAsOrtValue, 'void* f(void*, void*, size_t, const int64_t*, size_t, int, _Out_ void**)')(c.cpu, a.data, a.data.byteLength, shape, a.shape.length, ONNX_DTYPE_CODE[a.dtype], out));
+        values.push(out[0]);
+      }
+      const t0 = performance.now();
+      c.check(c.fn(API.Run, 'void* f(void*, void*, const char**, void**, size_t, const char**, size_t, _Inout_ void**)')(this.session, null, this.inputNames, values, values.length, this.outputNames, outputs.length, outputs), 'ONNX Runtime failed');
+      const t1 = performance.now();
+      const res: Record<string, NDArray> = {};
+      this.outputNames.forEach((name, i) => (res[name] = this.read(outputs[i])));
+      debug(2, `ort (C API): run ${(t1 - t0).toFixed(1)} ms, outputs read in ${(performance.now() - t1).toFixed(1)} ms`);
+      return res;
+    } finally {
+      for (const v of [...values, ...outputs]) if (v) c.fn(API.ReleaseValue, 'void f(void*)')(v);
+    }
+  }
+
+  private read(value: unknown): NDArray {
+    const { c } = this;
+    const out: unknown[] = [null];
+    c.check(c.fn(API.GetTensorTypeAndShape, 'void* f(void*, _Out_ void**)')(value, out));
+    const info = out[0];
+    const n = [0];
+    const type = [0];
+    try {
+      c.check(c.fn(API.GetTensorElementType, 'void* f(void*, _Out_ int*)')(info, type));
+      c.check(c.fn(API.GetDimensionsCount, 'void* f(void*, _Out_ size_t*)')(info, n));
+      const dims = new BigInt64Array(Number(n[0]));
+      c.check(c.fn(API.GetDimensions, 'void* f(void*, _Out_ int64_t*, size_t)')(info, dims, dims.length));
+      const shape = [...dims].map(Number);
+      const dtype = ELEMENT.get(Number(type[0]));
+      if (!dtype) throw new RuntimeFailure(`ONNX Runtime returned a tensor of element type ${type[0]}, which volution does not read`);
+      c.check(c.fn(API.GetTensorMutableData, 'void* f(void*, _Out_ void**)')(value, out));
+      const result = new NDArray(dtype, shape);
+      const bytes = result.data.byteLength;
+      if (bytes) new Uint8Array(result.data.buffer).set(new Uint8Array(koffi.view(out[0], bytes)));
+      return result;
+    } finally {
+      c.fn(API.ReleaseTensorTypeAndShapeInfo, 'void f(void*)')(info);
+    }
+  }
+
+  release(): void {
+    if (this.session) this.c.fn(API.ReleaseSession, 'void f(void*)')(this.session);
+    this.session = null;
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * volution's fused backward kernels, run through the C-API session, against
+ * float64 formulas; and the lowering that uses them.
+ */
+import { describe, expect, it } from 'vitest';
+import { grad } from '../../src/autodiff/grad.js';
+import { trace } from '../../src/tensor/function.js';
+import type { Tensor } from '../../src/tensor/tensor.js';
+import { expectClose, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
+import { NDArray } from '../../src/ir/ndarray.js';
+import { kernelLibrary } from '../../src/backends/ort/kernels.js';
+import { NativeOrtSession } from '../../src/backends/ort/native.js';
+import { kernelModel, toOnnx } from '../../src/backends/onnx/model.js';
+
+const library = kernelLibrary();
+
+/** erf in float64, independent of the kernel's approximation: Taylor series near 0, a continued fraction for erfc beyond. */
+function erf(x: number): number {
+  const a = Math.abs(x);
+  if (a < 2.5) {
+    let term = a;
+    let sum = a;
+    for (let n = 1; n < 60; n++) {
+      term *= (-a * a) / n;
+      sum += term / (2 * n + 1);
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  let f = a;
+  for (let k = 60; k >= 1; k--) f = a + k / 2 / f; // erfc(a) = e^(−a²)/√π / (a + (1/2)/(a + 1/(a + (3/2)/(a + …))))
+  return Math.sign(x) * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / f);
+}
+
+describe.runIf(library !== undefined || process.env.CI === 'true')('native kernels (C-API session)', () => {
+  it('the kernel library builds with the system C compiler', () => {
+    expect(library).toBeDefined();
+  });
+
+  it('GeluGrad: dy·(Φ(x) + x·φ(x)) within float32 rounding, over the tails too', () => {
+    const n = 4001;
+    const x = NDArray.float32([n]);
+    const dy = NDArray.float32([n]);
+    for (let i = 0; i < n; i++) {
+      x.data[i] = -20 + (40 * i) / (n - 1);
+      dy.data[i] = Math.cos(i);
+    }
+    const session = NativeOrtSession.create(kernelModel('GeluGrad', [['dy', [n]], ['x', [n]]], [['dx', [n]]]), library!, { threads: 2 });
+    const { dx } = session.run({ dy, x });
+    session.release();
+    let worst = 0;
+    for (let i = 0; i < n; i++) {
+      const v = x.data[i]!;
+      const ref = dy.data[i]! * (0.5 * (1 + erf(v / Math.SQRT2)) + (v * Math.exp(-v * v / 2)) / Math.sqrt(2 * Math.PI));
+      worst = Math.max(worst, Math.abs(dx!.data[i] as number - ref));
+    }
+    expect(worst).toBeLessThan(5e-7);
+  });
+
+  it('LayerNormGrad: dx, dγ and dβ of a layer norm over the last axis, across row blocks', () => {
+    const [rows, d] = [600, 40];
+    const x = NDArray.float32([rows, d]);
+    const dy = NDArray.float32([rows, d]);
+    const w = NDArray.float32([d]);
+    for (let i = 0; i < rows * d; i++) {
+      x.data[i] = 3 * Math.sin(0.37 * i) + 1;
+      dy.data[i] = Math.cos(1.3 * i);
+    }
+    for (let c = 0; c < d; c++) w.data[c] = 1 + 0.5 * Math.sin(c);
+    const mean = NDArray.float32([rows]);
+    const rstd = NDArray.float32([rows]);
+    for (let r = 0; r < rows; r++) {
+      const row = Array.from(x.data.subarray(r * d, (r + 1) * d));
+      const mu = row.reduce((a, b) => a + b) / d;
+      mean.data[r] = mu;
+      rstd.data[r] = 1 / Math.sqrt(row.reduce((a, b) => a + (b - mu) ** 2, 0) / d + 1e-5);
+    }
+    const session = NativeOrtSession.create(
+      kernelModel('LayerNormGrad', [['dy', [rows, d]], ['x', [rows, d]], ['mean', [rows]], ['rstd', [rows]], ['w', [d]]], [['dx', [rows, d]], ['dw', [d]], ['db', [d]]]),
+      library!,
+      { threads: 2 },
+    );
+    const out = session.run({ dy, x, mean, rstd, w });
+    session.release();
+    const dwRef = new Float64Array(d);
+    const dbRef = new Float64Array(d);
+    let worst = 0;
+    for (let r = 0; r < rows; r++) {
+      const xh = (c: number) => (x.data[r * d + c]! - mean.data[r]!) * rstd.data[r]!;
+      let sg = 0;
+      let sgx = 0;
+      for (let c = 0; c < d; c++) {
+        const g = dy.data[r * d + c]! * w.data[c]!;
+        sg += g;
+        sgx += g * xh(c);
+        dwRef[c] += dy.data[r * d + c]! * xh(c);
+        dbRef[c] += dy.data[r * d + c]!;
+      }
+      for (let c = 0; c < d; c++) {
+        const ref = rstd.data[r]! * (dy.data[r * d + c]! * w.data[c]! - sg / d - (xh(c) * sgx) / d);
+        worst = Math.max(worst, Math.abs((out.dx!.data[r * d + c] as number) - ref));
+      }
+    }
+    expect(worst).toBeLessThan(1e-5);
+    for (let c = 0; c < d; c++) {
+      expect(out.dw!.data[c] as number).toBeCloseTo(dwRef[c]!, 3);
+      expect(out.db!.data[c] as number).toBeCloseTo(dbRef[c]!, 3);
+    }
+  });
+
+  it('a shape the kernel cannot take is an error with its name, not a crash', () => {
+    const session = NativeOrtSession.create(kernelModel('GeluGrad', [['dy', [3]], ['x', [4]]], [['dx', [4]]]), library!, { threads: 1 });
+    expect(() => session.run({ dy: NDArray.float32([3]), x: NDArray.float32([4]) })).toThrow(/GeluGrad: dy and x must have the same shape/);
+    session.release();
+  });
+
+  it('gelu\'s gradient lowers to the fused kernel in a session that has it, and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
+    const x = randn([4, 32, 40], 30, 3); // 5120 elements: large enough for the chain's GatedAdd
+    const c = randn([4, 32, 40], 31);
+    const f = (t: Tensor, u: Tensor) => grad(t.gelu().mul(u).sum(), [t])[0]!;
+    const graph = trace(f, [{ dtype: 'float32', shape: x.shape }, { dtype: 'float32', shape: c.shape }]).graph;
+    const fused = toOnnx(graph, { contribOps: true, kernels: true });
+    const chain = toOnnx(graph, { contribOps: true });
+    expect([onnxOpCount(fused, 'GeluGrad'), onnxOpCount(fused, 'Erf')]).toEqual([1, 0]);
+    expect([onnxOpCount(chain, 'GeluGrad'), onnxOpCount(chain, 'Erf'), onnxOpCount(chain, 'GatedAdd')]).toEqual([0, 1, 1]);
+    const [ref] = runRef(f, [x, c]);
+    const [viaKernel] = await runOrt(f, [x, c], true, library);
+    const [viaChain] = await runOrt(f, [x, c], true);
+    expectClose(viaKernel!.toFloat64(), ref!.data, 1e-5, 'fused GeluGrad vs reference', 1e-6);
+    expectClose(viaChain!.toFloat64(), ref!.data, 1e-5, 'ONNX Runtime chain vs reference', 1e-6);
+  });
+});
