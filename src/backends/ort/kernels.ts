@@ -44,7 +44,7 @@ function build(): string | undefined {
     renameSync(partial, lib);
     return lib;
   } catch (err) {
-    debug(1, `kernels: could not compile ${source} (${(err as Error).message.split('\\n')[0]}); graphs use ONNX Runtime's own ops`);
+    debug(1, `kernels: could not compile ${source} (${(err as Error).message.split('\n')[0]}); graphs use ONNX Runtime's own ops`);
     return undefined;
   }
 }

@@ -78,7 +78,8 @@ class OrtC {
     const base = koffi.decode(lib.func('void* OrtGetApiBase()')(), koffi.array('void*', 2)) as unknown[];
     const api = koffi.call(base[0], koffi.proto('void* GetApi(uint32_t)'), 18);
     if (!api) throw new RuntimeFailure(`ONNX Runtime at ${path} is older than API version 18`);
-    return new OrtC(koffi.decode(api, koffi.array('void*', 300)) as unknown[]);
+    // The entries this binding calls: the table is longer in every supported release.
+    return new OrtC(koffi.decode(api, koffi.array('void*', Math.max(...Object.values(API)) + 1)) as unknown[]);
   }
 
   fn(index: number, signature: string): Fn {
@@ -92,12 +93,12 @@ class OrtC {
     return f;
   }
 
-  /** Throws the message of a non-null OrtStatus (and frees it). */
-  check(status: unknown, what = 'ONNX Runtime'): void {
+  /** Throws the message of a non-null OrtStatus (and frees it), after `what` when given. */
+  check(status: unknown, what?: string): void {
     if (!status) return;
     const message = this.fn(API.GetErrorMessage, 'const char* f(void*)')(status) as string;
     this.fn(API.ReleaseStatus, 'void f(void*)')(status);
-    throw new RuntimeFailure(`${what}: ${message}`);
+    throw new RuntimeFailure(what ? `${what}: ${message}` : message);
   }
 
   name(session: unknown, index: number, input: boolean): string {
@@ -158,15 +159,14 @@ export class NativeOrtSession {
     const outputs: unknown[] = this.outputNames.map(() => null);
     try {
       for (const name of this.inputNames) {
-        const a = feeds[name];
-        if (!a) throw new RuntimeFailure(`ONNX Runtime: missing input '${name}'`);
+        const a = feeds[name]!; // OrtSession.run checked every input is there
         const out: unknown[] = [null];
         const shape = BigInt64Array.from(a.shape.map(BigInt));
         c.check(c.fn(API.CreateTensorWithDataAsOrtValue, 'void* f(void*, void*, size_t, const int64_t*, size_t, int, _Out_ void**)')(c.cpu, a.data, a.data.byteLength, shape, a.shape.length, ONNX_DTYPE_CODE[a.dtype], out));
         values.push(out[0]);
       }
       const t0 = performance.now();
-      c.check(c.fn(API.Run, 'void* f(void*, void*, const char**, void**, size_t, const char**, size_t, _Inout_ void**)')(this.session, null, this.inputNames, values, values.length, this.outputNames, outputs.length, outputs), 'ONNX Runtime failed');
+      c.check(c.fn(API.Run, 'void* f(void*, void*, const char**, void**, size_t, const char**, size_t, _Inout_ void**)')(this.session, null, this.inputNames, values, values.length, this.outputNames, outputs.length, outputs));
       const t1 = performance.now();
       const res: Record<string, NDArray> = {};
       this.outputNames.forEach((name, i) => (res[name] = this.read(outputs[i])));

@@ -84,25 +84,21 @@ export class OrtSession {
 
   /** Runs with feeds by input name; returns outputs by name. */
   async run(feeds: Readonly<Record<string, NDArray>>): Promise<Record<string, NDArray>> {
-    if ('native' in this.session) return this.session.native.run(feeds);
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const name of this.inputNames) {
-      const a = feeds[name];
-      if (!a) throw new RuntimeFailure(`ONNX Runtime: missing input '${name}'`);
-      ortFeeds[name] = toOrt(a);
-    }
+    for (const name of this.inputNames) if (!feeds[name]) throw new RuntimeFailure(`ONNX Runtime: missing input '${name}'`);
     const t0 = performance.now();
-    let out: ort.InferenceSession.ReturnType;
     try {
-      out = await this.session.node.run(ortFeeds);
+      if ('native' in this.session) return this.session.native.run(feeds);
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const name of this.inputNames) ortFeeds[name] = toOrt(feeds[name]!);
+      const out = await this.session.node.run(ortFeeds);
+      debug(2, `ort: run in ${(performance.now() - t0).toFixed(1)} ms`);
+      const res: Record<string, NDArray> = {};
+      for (const name of this.outputNames) res[name] = fromOrt(out[name]!);
+      return res;
     } catch (err) {
       const shapes = Object.entries(feeds).map(([k, v]) => `${k}${fmtShape(v.shape)}`).join(', ');
       throw new RuntimeFailure(`ONNX Runtime failed (${shapes}): ${(err as Error).message}`, { cause: err });
     }
-    debug(2, `ort: run in ${(performance.now() - t0).toFixed(1)} ms`);
-    const res: Record<string, NDArray> = {};
-    for (const name of this.outputNames) res[name] = fromOrt(out[name]!);
-    return res;
   }
 
   async release(): Promise<void> {

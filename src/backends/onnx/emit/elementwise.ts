@@ -1,23 +1,9 @@
-import type { Value } from '../../../ir/graph.js';
-import { NDArray, numel } from '../../../ir/ndarray.js';
-import type { EmitContext } from '../model.js';
 import { ONNX_DTYPE_CODE } from '../dtypes.js';
+import { emitScalarScaledAdd } from './scaled_add.js';
 import type { Emitter, EmitterTable } from './types.js';
 import { MS_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 
 const simple = (opType: string): Emitter => (ctx, _, inputs) => ctx.node(opType, inputs);
-
-/** a + y·s for a scalar s, shaped like `like`: one GatedAdd pass in rows of 8 where ONNX Runtime's contrib ops may be used (see scaled_add.ts). */
-function scaledSum(ctx: EmitContext, a: string, y: string, s: number, like: Value): string[] {
-  const n = numel(like.shape);
-  if (!(ctx.contribOps && ctx.fixedShapes && like.dtype === 'float32' && n >= 4096 && n % 8 === 0)) {
-    return ctx.node('Add', [a, ctx.node('Mul', [y, ctx.scalar(s, like.dtype)])[0]!]);
-  }
-  const rows = (name: string) => ctx.node('Reshape', [name, ctx.ints([8, n / 8])])[0]!;
-  const gate = ctx.constant(NDArray.float32([8, 1], new Float32Array(8).fill(s)));
-  const [sum] = ctx.node('GatedAdd', [rows(a), rows(y), gate], {}, 1, MS_DOMAIN);
-  return ctx.node('Reshape', [sum!, ctx.ints(like.shape)]);
-}
 
 export const elementwiseEmitters: EmitterTable<
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'equal' | 'less' | 'greater' | 'and' | 'or' | 'not' | 'where'
@@ -70,7 +56,7 @@ export const elementwiseEmitters: EmitterTable<
     const [uu] = ctx.node('Mul', [u!, u!]);
     const [eu] = ctx.node('Exp', [uu!]);
     const [t] = ctx.node('Div', [u!, eu!]);
-    const [slope] = scaledSum(ctx, cdf!, t!, 1 / Math.sqrt(Math.PI), node.inputs[0]!);
+    const [slope] = emitScalarScaledAdd(ctx, cdf!, t!, 1 / Math.sqrt(Math.PI), node.inputs[0]!);
     return ctx.node('Mul', [g!, slope!]);
   },
   // ONNX Runtime has HardSigmoid for float only: float64 graphs spell it out.

@@ -12,7 +12,7 @@
  * become GatedAdd's last axis. The Mul is then not emitted at all.
  */
 import type { Node, Value } from '../../../ir/graph.js';
-import { numel, sameShape } from '../../../ir/ndarray.js';
+import { NDArray, numel, sameShape } from '../../../ir/ndarray.js';
 import type { EmitContext } from '../model.js';
 import { MS_DOMAIN } from './types.js';
 
@@ -90,4 +90,20 @@ export function emitScaledAdd(ctx: EmitContext, { a, y, scale, negate, isOutput 
   if (negate) gate = ctx.node('Neg', [gate])[0]!;
   const [sum] = ctx.node('GatedAdd', [reshape(ctx.name(a), shape, view), reshape(ctx.name(y), shape, view), gate], {}, 1, MS_DOMAIN);
   return [reshape(sum!, view, shape)];
+}
+
+/**
+ * a + y·s for a constant scalar s, from a lowering that emits a chain itself (names, not IR values), with y
+ * shaped like `like`: one GatedAdd in rows of SCALAR_ROWS under the same conditions as the planned ones, else
+ * Mul and Add.
+ */
+export function emitScalarScaledAdd(ctx: EmitContext, a: string, y: string, s: number, like: Value): string[] {
+  const n = numel(like.shape);
+  if (!(ctx.contribOps && ctx.fixedShapes && like.dtype === 'float32' && n >= MIN_SIZE && n % SCALAR_ROWS === 0)) {
+    return ctx.node('Add', [a, ctx.node('Mul', [y, ctx.scalar(s, like.dtype)])[0]!]);
+  }
+  const rows = (name: string) => ctx.node('Reshape', [name, ctx.ints([SCALAR_ROWS, n / SCALAR_ROWS])])[0]!;
+  const gate = ctx.constant(NDArray.float32([SCALAR_ROWS, 1], new Float32Array(SCALAR_ROWS).fill(s)));
+  const [sum] = ctx.node('GatedAdd', [rows(a), rows(y), gate], {}, 1, MS_DOMAIN);
+  return ctx.node('Reshape', [sum!, ctx.ints(like.shape)]);
 }
