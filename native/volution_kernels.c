@@ -3,8 +3,7 @@
  * as a custom-op library (domain "ai.volution"). ONNX Runtime's CPU build has
  * no gradient kernels, so without these a GELU or layer-norm backward is a
  * chain of full passes over memory (eight for GELU, six for layer norm).
- * The ONNX lowering uses GeluGrad (IR op gelu_grad); LayerNormGrad is built
- * and tested here but not yet emitted.
+ * The ONNX lowerings of the IR ops gelu_grad and layer_norm_grad use them.
  *
  * Only the C ABI of ONNX Runtime is used: the OrtApi function table and the
  * OrtCustomOp struct are append-only, so the indices and fields below hold for
@@ -15,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 typedef struct OrtStatus OrtStatus;
@@ -242,6 +242,131 @@ static OrtStatus* layer_norm_grad(void* kernel, OrtKernelContext* ctx) {
   return s;
 }
 
+/* --- Train-mode batch norm over x [N, C, spatial...], one task per channel ---
+ * Each channel's values are read from memory once; the passes after the first
+ * find them in cache (a channel is N·spatial floats: 100 KB for 8×56×56). */
+
+typedef struct {
+  size_t n, c, hw; /* x viewed as [n, c, hw] */
+} Layout;
+
+static OrtStatus* channel_layout(const Tensor* x, const char* what, Layout* l) {
+  if (x->rank < 2) return fail(what);
+  l->n = (size_t)x->dims[0];
+  l->c = (size_t)x->dims[1];
+  l->hw = l->n && l->c ? x->count / (l->n * l->c) : 0;
+  return NULL;
+}
+
+/* Σ p[i] over n floats, in double lanes (float32 sums of 10⁵ terms drift). */
+static inline double sum_lanes(const float* p, size_t n) {
+  double acc[8] = {0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) acc[k] += p[i + k];
+  for (; i < n; i++) acc[0] += p[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Σ (a[i] − sa)·(b[i] − sb) over n floats, in double lanes. */
+static inline double dot_centred(const float* a, float sa, const float* b, float sb, size_t n) {
+  double acc[8] = {0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) acc[k] += (double)((a[i + k] - sa) * (b[i + k] - sb));
+  for (; i < n; i++) acc[0] += (double)((a[i] - sa) * (b[i] - sb));
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+typedef struct {
+  const float *x, *w, *b;
+  float *y, *mean, *var;
+  Layout l;
+  float eps;
+} BatchNormJob;
+
+/* BatchNormTrain(x, w, b, eps[]) → y, batch mean, biased batch variance */
+static void batch_norm_train_channel(void* p, size_t ch) {
+  const BatchNormJob* j = p;
+  size_t hw = j->l.hw, stride = j->l.c * hw, count = j->l.n * hw;
+  double s = 0.0;
+  for (size_t i = 0; i < j->l.n; i++) s += sum_lanes(j->x + i * stride + ch * hw, hw);
+  float mu = (float)(s / (double)count);
+  double ss = 0.0;
+  for (size_t i = 0; i < j->l.n; i++) {
+    const float* x = j->x + i * stride + ch * hw;
+    ss += dot_centred(x, mu, x, mu, hw);
+  }
+  float var = (float)(ss / (double)count);
+  float scale = j->w[ch] / sqrtf(var + j->eps), shift = j->b[ch] - mu * scale;
+  for (size_t i = 0; i < j->l.n; i++) {
+    const float* x = j->x + i * stride + ch * hw;
+    float* y = j->y + i * stride + ch * hw;
+    for (size_t k = 0; k < hw; k++) y[k] = x[k] * scale + shift;
+  }
+  j->mean[ch] = mu;
+  j->var[ch] = var;
+}
+
+static OrtStatus* batch_norm_train(void* kernel, OrtKernelContext* ctx) {
+  (void)kernel;
+  Tensor x, w, b, eps;
+  BatchNormJob job;
+  OrtStatus* s;
+  if ((s = input(ctx, 0, &x)) || (s = input(ctx, 1, &w)) || (s = input(ctx, 2, &b)) || (s = input(ctx, 3, &eps))) return s;
+  if ((s = channel_layout(&x, "BatchNormTrain: x must be [N, C, ...]", &job.l))) return s;
+  int64_t c = (int64_t)job.l.c;
+  if (w.count != job.l.c || b.count != job.l.c || eps.count != 1) return fail("BatchNormTrain: expected w and b of x's channel count, and one epsilon");
+  if ((s = output(ctx, 0, x.dims, x.rank, &job.y)) || (s = output(ctx, 1, &c, 1, &job.mean)) || (s = output(ctx, 2, &c, 1, &job.var))) return s;
+  job.x = x.data, job.w = w.data, job.b = b.data, job.eps = eps.data[0];
+  return parallel_for(ctx, batch_norm_train_channel, job.l.c, &job);
+}
+
+typedef struct {
+  const float *dy, *x, *mean, *rstd, *w;
+  float *dx, *dw, *db;
+  Layout l;
+} BatchNormGradJob;
+
+/* BatchNormTrainGrad(dy, x, mean, rstd, w) → dx, dw, db: with S1 = Σ dy, S2 = Σ dy·(x − μ) per channel,
+ * dx = w·r·(dy − S1/n − (x − μ)·r²·S2/n), dw = S2·r, db = S1. */
+static void batch_norm_grad_channel(void* p, size_t ch) {
+  const BatchNormGradJob* j = p;
+  size_t hw = j->l.hw, stride = j->l.c * hw;
+  float mu = j->mean[ch], r = j->rstd[ch];
+  double s1 = 0.0, s2 = 0.0;
+  for (size_t i = 0; i < j->l.n; i++) {
+    size_t at = i * stride + ch * hw;
+    s1 += sum_lanes(j->dy + at, hw);
+    s2 += dot_centred(j->dy + at, 0.0f, j->x + at, mu, hw);
+  }
+  float inv_n = 1.0f / (float)(j->l.n * hw), wr = j->w[ch] * r;
+  float k2 = -wr * r * r * (float)s2 * inv_n, k3 = -wr * (float)s1 * inv_n - k2 * mu;
+  for (size_t i = 0; i < j->l.n; i++) {
+    size_t at = i * stride + ch * hw;
+    const float *dy = j->dy + at, *x = j->x + at;
+    float* dx = j->dx + at;
+    for (size_t k = 0; k < hw; k++) dx[k] = wr * dy[k] + k2 * x[k] + k3;
+  }
+  j->dw[ch] = (float)s2 * r;
+  j->db[ch] = (float)s1;
+}
+
+static OrtStatus* batch_norm_train_grad(void* kernel, OrtKernelContext* ctx) {
+  (void)kernel;
+  Tensor dy, x, mean, rstd, w;
+  BatchNormGradJob job;
+  OrtStatus* s;
+  if ((s = input(ctx, 0, &dy)) || (s = input(ctx, 1, &x)) || (s = input(ctx, 2, &mean)) || (s = input(ctx, 3, &rstd)) || (s = input(ctx, 4, &w))) return s;
+  if ((s = channel_layout(&x, "BatchNormTrainGrad: x must be [N, C, ...]", &job.l))) return s;
+  int64_t c = (int64_t)job.l.c;
+  if (dy.count != x.count || mean.count != job.l.c || rstd.count != job.l.c || w.count != job.l.c)
+    return fail("BatchNormTrainGrad: expected dy shaped like x, and mean, rstd and w of x's channel count");
+  if ((s = output(ctx, 0, x.dims, x.rank, &job.dx)) || (s = output(ctx, 1, &c, 1, &job.dw)) || (s = output(ctx, 2, &c, 1, &job.db))) return s;
+  job.dy = dy.data, job.x = x.data, job.mean = mean.data, job.rstd = rstd.data, job.w = w.data;
+  return parallel_for(ctx, batch_norm_grad_channel, job.l.c, &job);
+}
+
 /* --- Registration ---------------------------------------------------------- */
 
 typedef struct {
@@ -253,6 +378,8 @@ typedef struct {
 static const KernelSpec SPECS[] = {
     {"GeluGrad", 2, 1, gelu_grad},
     {"LayerNormGrad", 5, 3, layer_norm_grad},
+    {"BatchNormTrain", 4, 3, batch_norm_train},
+    {"BatchNormTrainGrad", 5, 3, batch_norm_train_grad},
 };
 #define KERNELS (sizeof SPECS / sizeof SPECS[0])
 static OrtCustomOp ops[KERNELS];

@@ -12,7 +12,7 @@
  * (`autodiff/rules.ts`).
  */
 import { AttributeError, ShapeError, fmtShape } from '../errors.js';
-import { type DType, DTYPES, NDArray, isFloat, numel } from './ndarray.js';
+import { type DType, DTYPES, NDArray, isFloat, numel, sameShape } from './ndarray.js';
 import type { ValueType } from './graph.js';
 
 type Pair = readonly [number, number];
@@ -77,8 +77,18 @@ export interface OpAttrs {
   softmax: { axis: number };
   log_softmax: { axis: number };
   layer_norm: { axis: number; epsilon: number };
+  /**
+   * layer_norm's vector-Jacobian product from its saved statistics: inputs [x, g, mean, 1/std, weight?],
+   * outputs the cotangents of x, of the weight and of the bias. One fused kernel where the runtime has it.
+   */
+  layer_norm_grad: { axis: number };
   batch_norm: { epsilon: number };
   batch_norm_train: { epsilon: number };
+  /**
+   * batch_norm_train's vector-Jacobian product from its batch statistics: inputs [x, g, mean, variance, weight?],
+   * outputs the cotangents of x, of the weight and of the bias. One fused kernel where the runtime has it.
+   */
+  batch_norm_train_grad: { epsilon: number };
   topk: { k: number; axis: number; largest: boolean };
   // fusions (made by inference passes, never by tracing; no VJP rule)
   /**
@@ -307,7 +317,7 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
     infer([x, g]) {
       requireFloat(x!);
       const dtype = sameDtype([x!, g!]);
-      if (x!.shape.length !== g!.shape.length || x!.shape.some((d, i) => d !== g!.shape[i])) fail(`gelu_grad: x ${fmtShape(x!.shape)} and its cotangent ${fmtShape(g!.shape)} differ in shape`);
+      if (!sameShape(x!.shape, g!.shape)) fail(`gelu_grad: x ${fmtShape(x!.shape)} and its cotangent ${fmtShape(g!.shape)} differ in shape`);
       return [{ dtype, shape: x!.shape }];
     },
   },
@@ -586,13 +596,25 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
       return [x!, stat, stat];
     },
   },
+  layer_norm_grad: {
+    arity: [4, 5],
+    infer([x, g, mean, rstd, w], { axis }) {
+      requireFloat(x!);
+      sameDtype([x!, g!, mean!, rstd!, ...(w ? [w] : [])]);
+      const ax = normAxis(axis, x!.shape.length);
+      const statShape = x!.shape.map((d, i) => (i < ax ? d : 1));
+      const normShape = x!.shape.slice(ax);
+      if (!sameShape(g!.shape, x!.shape)) fail(`layer_norm_grad: x ${fmtShape(x!.shape)} and its cotangent ${fmtShape(g!.shape)} differ in shape`);
+      for (const s of [mean!, rstd!]) if (!sameShape(s.shape, statShape)) fail(`layer_norm_grad: the statistics must be ${fmtShape(statShape)}, got ${fmtShape(s.shape)}`);
+      if (w && !sameShape(w.shape, normShape)) fail(`layer_norm_grad: weight ${fmtShape(w.shape)} must equal the normalised shape ${fmtShape(normShape)}`);
+      const param = { dtype: x!.dtype, shape: normShape };
+      return [x!, param, param];
+    },
+  },
   batch_norm: {
     arity: 5,
     infer([x, ...stats], { epsilon }) {
-      requireFloat(x!);
-      if (x!.shape.length < 2) fail(`batch_norm expects [N, C, ...], got ${fmtShape(x!.shape)}`);
-      if (!(epsilon > 0)) badAttr(`batch_norm epsilon must be > 0, got ${epsilon}`);
-      const c = x!.shape[1]!;
+      const c = channelsOf(x!, 'batch_norm', epsilon);
       for (const s of stats) if (s.shape.length !== 1 || s.shape[0] !== c) fail(`batch_norm: weight, bias, mean and var must be [${c}], got ${fmtShape(s.shape)}`);
       return [x!];
     },
@@ -600,16 +622,23 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
   batch_norm_train: {
     arity: 3,
     infer([x, w, b], { epsilon }) {
-      requireFloat(x!);
-      if (x!.shape.length < 2) fail(`batch_norm expects [N, C, ...], got ${fmtShape(x!.shape)}`);
-      if (!(epsilon > 0)) badAttr(`batch_norm epsilon must be > 0, got ${epsilon}`);
-      const c = x!.shape[1]!;
+      const c = channelsOf(x!, 'batch_norm_train', epsilon);
       for (const s of [w!, b!]) if (s.shape.length !== 1 || s.shape[0] !== c) fail(`batch_norm: weight and bias must be [${c}], got ${fmtShape(s.shape)}`);
       if (numel(x!.shape) / c < 2) fail(`batch_norm in train mode needs more than one value per channel, got input ${fmtShape(x!.shape)}`);
+      // y, batch mean, biased batch variance
       const stat = { dtype: x!.dtype, shape: [c] };
-      // y, batch mean, biased batch variance, and x − mean (which the forward computes for the
-      // variance anyway; kept for the backward pass, like layer_norm's statistics)
-      return [x!, stat, stat, x!];
+      return [x!, stat, stat];
+    },
+  },
+  batch_norm_train_grad: {
+    arity: [4, 5],
+    infer([x, g, mean, variance, w], { epsilon }) {
+      const c = channelsOf(x!, 'batch_norm_train_grad', epsilon);
+      sameDtype([x!, g!, mean!, variance!, ...(w ? [w] : [])]);
+      if (!sameShape(g!.shape, x!.shape)) fail(`batch_norm_train_grad: x ${fmtShape(x!.shape)} and its cotangent ${fmtShape(g!.shape)} differ in shape`);
+      for (const s of [mean!, variance!, ...(w ? [w] : [])]) if (s.shape.length !== 1 || s.shape[0] !== c) fail(`batch_norm_train_grad: mean, variance and weight must be [${c}], got ${fmtShape(s.shape)}`);
+      const stat = { dtype: x!.dtype, shape: [c] };
+      return [x!, stat, stat];
     },
   },
   topk: {
@@ -624,6 +653,14 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
     },
   },
 };
+
+/** The channel count of a batch norm's input [N, C, ...], after checking it and epsilon. */
+function channelsOf(x: ValueType, op: string, epsilon: number): number {
+  requireFloat(x);
+  if (x.shape.length < 2) fail(`${op} expects [N, C, ...], got ${fmtShape(x.shape)}`);
+  if (!(epsilon > 0)) badAttr(`${op} epsilon must be > 0, got ${epsilon}`);
+  return x.shape[1]!;
+}
 
 /** Checks an input count against an op's arity (used by the graph builder). */
 export function checkOpArity(op: OpName, n: number): void {

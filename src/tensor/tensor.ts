@@ -447,6 +447,21 @@ export function layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | 
   return emit1('layer_norm', inputs, { axis: x.rank - normalizedRank, epsilon: eps });
 }
 
+/**
+ * Layer norm's vector-Jacobian product (autodiff's rule for layer_norm): the cotangents of x, of the
+ * weight and of the bias, given the cotangent g of y and the forward's saved mean and 1/std.
+ */
+export function layerNormGrad(x: Tensor, g: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | undefined, axis: number): [Tensor, Tensor, Tensor] {
+  const [gx, gw, gb] = emit('layer_norm_grad', weight ? [x, g, mean, rstd, weight] : [x, g, mean, rstd], { axis });
+  return [gx!, gw!, gb!];
+}
+
+/** Train-mode batch norm's vector-Jacobian product (autodiff's rule for it): the cotangents of x, of the weight and of the bias. */
+export function batchNormTrainGrad(x: Tensor, g: Tensor, mean: Tensor, variance: Tensor, weight: Tensor | undefined, eps: number): [Tensor, Tensor, Tensor] {
+  const [gx, gw, gb] = emit('batch_norm_train_grad', weight ? [x, g, mean, variance, weight] : [x, g, mean, variance], { epsilon: eps });
+  return [gx!, gw!, gb!];
+}
+
 /** Eval-mode batch norm with running statistics. */
 export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, runningMean: Tensor, runningVar: Tensor, eps = 1e-5): Tensor {
   return emit1('batch_norm', [x, weight, bias, runningMean, runningVar], { epsilon: eps });

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { trace } from '../../src/tensor/function.js';
-import type { Tensor } from '../../src/tensor/tensor.js';
+import { type Tensor, batchNormTrain, layerNorm } from '../../src/tensor/tensor.js';
 import { expectClose, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { kernelLibrary } from '../../src/backends/ort/kernels.js';
@@ -127,5 +127,50 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     const [viaChain] = await runOrt(f, [x, c], true);
     expectClose(viaKernel!.toFloat64(), ref!.data, 1e-5, 'fused GeluGrad vs reference', 1e-6);
     expectClose(viaChain!.toFloat64(), ref!.data, 1e-5, 'ONNX Runtime chain vs reference', 1e-6);
+  });
+  it('layer norm\'s gradient lowers to one LayerNormGrad (over the last axis, or a view of several), and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
+    const cases: [string, (x: Tensor, w: Tensor, b: Tensor, k: Tensor) => Tensor[], number[], number[]][] = [
+      ['last axis, weight and bias', (x, w, b, k) => grad(layerNorm(x, w, b).mul(k).sum(), [x, w, b]), [300, 6, 40], [40]],
+      ['two trailing axes', (x, w, b, k) => grad(layerNorm(x, w, b).mul(k).sum(), [x, w, b]), [5, 6, 7], [6, 7]],
+      ['no weight, x only', (x, _w, _b, k) => grad(layerNorm(x, undefined, undefined).mul(k).sum(), [x]), [4, 9, 16], [16]],
+    ];
+    for (const [what, f, shape, normShape] of cases) {
+      const inputs = [randn(shape, 32, 2), randn(normShape, 33), randn(normShape, 34), randn(shape, 35)];
+      const graph = trace(f, inputs.map((a) => ({ dtype: 'float32' as const, shape: a.shape }))).graph;
+      expect(onnxOpCount(toOnnx(graph, { contribOps: true, kernels: true }), 'LayerNormGrad'), what).toBe(1);
+      expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'LayerNormGrad'), what).toBe(0);
+      const ref = runRef(f, inputs);
+      const viaKernel = await runOrt(f, inputs, true, library);
+      const viaOrt = await runOrt(f, inputs, true);
+      ref.forEach((r, i) => {
+        expectClose(viaKernel[i]!.toFloat64(), r.data, 1e-5, `${what}: LayerNormGrad, output ${i}`, 1e-5);
+        expectClose(viaOrt[i]!.toFloat64(), r.data, 1e-5, `${what}: ONNX Runtime's ops, output ${i}`, 1e-5);
+      });
+    }
+  });
+  it('train-mode batch norm lowers to BatchNormTrain and BatchNormTrainGrad, and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
+    // y, the statistics and the gradients of x, w and b; a cotangent on the mean too (its rule adds that term outside the kernel)
+    const f = (x: Tensor, w: Tensor, b: Tensor, k: Tensor) => {
+      const [y, mean, variance] = batchNormTrain(x, w, b);
+      return [y, mean, variance, ...grad(y.mul(k).sum().add(mean.square().sum()), [x, w, b])];
+    };
+    const cases: [string, number[], number][] = [['[4, 6, 19, 21]', [4, 6, 19, 21], 0], ['mean 40, spread 1', [2, 5, 7, 9], 40], ['rank 2', [33, 7], 0]];
+    for (const [what, shape, offset] of cases) {
+      const x = randn(shape, 36);
+      for (let i = 0; i < x.size; i++) x.data[i] += offset;
+      const c = shape[1]!;
+      const inputs = [x, randn([c], 37), randn([c], 38), randn(shape, 39)];
+      const graph = trace(f, inputs.map((a) => ({ dtype: 'float32' as const, shape: a.shape }))).graph;
+      const fused = toOnnx(graph, { contribOps: true, kernels: true });
+      expect([onnxOpCount(fused, 'BatchNormTrain'), onnxOpCount(fused, 'BatchNormTrainGrad')], what).toEqual([1, 1]);
+      expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'BatchNormTrainGrad'), what).toBe(0);
+      const ref = runRef(f, inputs);
+      const viaKernel = await runOrt(f, inputs, true, library);
+      const viaOrt = await runOrt(f, inputs, true);
+      ref.forEach((r, i) => {
+        expectClose(viaKernel[i]!.toFloat64(), r.data, 2e-5, `${what}: volution's kernels, output ${i}`, 1e-5);
+        expectClose(viaOrt[i]!.toFloat64(), r.data, 2e-5, `${what}: ONNX Runtime's ops, output ${i}`, 1e-5);
+      });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { numel } from '../../ir/ndarray.js';
 import { normAxis } from '../../ir/ops.js';
-import { type Tensor, arange, emit1, zeros } from '../../tensor/tensor.js';
+import { type Tensor, arange, batchNormTrainGrad, emit1, layerNormGrad, zeros } from '../../tensor/tensor.js';
 import type { RuleTable } from './types.js';
 import { channelAffine } from './util.js';
 
@@ -25,11 +25,59 @@ function perChannel(x: Tensor): number[] {
   return [x.shape[1]!, ...new Array<number>(x.rank - 2).fill(1)];
 }
 
+/** The sum of the terms that are there (undefined if none is). */
+function sum(terms: readonly (Tensor | undefined)[]): Tensor | undefined {
+  return terms.reduce<Tensor | undefined>((acc, t) => (t ? (acc ? acc.add(t) : t) : acc), undefined);
+}
+
 /** Every axis of x [N, C, ...] but the channel axis. */
 const statAxes = (x: Tensor) => [0, ...range(2, x.rank)];
 
+/**
+ * The second-order rule of layer_norm_grad and batch_norm_train_grad. Both compute, for each group of
+ * values normalised together (reduced over the `features` axes), with x̂ = (x − μ)·r and u = g·w,
+ *   gx = r·P(u) with P(v) = v − mean(v) − x̂·mean(v·x̂),  gw = Σ g·x̂,  gb = Σ g  (sums over `paramAxes`).
+ * P is symmetric, so ⟨h, gx⟩ = ⟨r·P(h), u⟩: u's cotangent r·P(h) is the op itself on h, unweighted.
+ * x̂'s cotangent, from gx's last term and from gw, is −r·(h·mean(u·x̂) + u·mean(h·x̂)) + hw·g; it
+ * reaches x, μ and r through x̂, and r also scales gx directly (∂⟨h, gx⟩/∂r = ⟨h, gx⟩/r).
+ * Statistics, parameters and their cotangents broadcast against x (size-1 axes), as do dmean, drstd and dw.
+ */
+interface NormGrad {
+  x: Tensor;
+  g: Tensor;
+  mean: Tensor;
+  rstd: Tensor;
+  w: Tensor | undefined;
+  /** The op's own output gx. */
+  gx: Tensor;
+  features: number[];
+  paramAxes: number[];
+  /** r·P(h): the op on cotangent h without a weight. */
+  unweighted: (h: Tensor) => Tensor;
+}
+
+function normGradVjp(s: NormGrad, [h, hw, hb]: readonly (Tensor | undefined)[], needs: readonly boolean[]) {
+  const rowMean = (t: Tensor) => t.mean(s.features, true);
+  const centred = s.x.sub(s.mean);
+  const xhat = centred.mul(s.rstd);
+  const u = s.w ? s.g.mul(s.w) : s.g;
+  const rPh = h ? s.unweighted(h) : undefined;
+  const dg = needs[1] ? sum([rPh && s.w ? rPh.mul(s.w) : rPh, hw && xhat.mul(hw), hb?.expand([...s.x.shape])]) : undefined;
+  const dw = needs[4] && rPh ? s.g.mul(rPh).sum(s.paramAxes, true) : undefined;
+  if (!needs[0] && !needs[2] && !needs[3]) return { dg, dw };
+  const dxhat = sum([h && h.mul(rowMean(u.mul(xhat))).add(u.mul(rowMean(h.mul(xhat)))).mul(s.rstd).neg(), hw && s.g.mul(hw)]);
+  const dx = dxhat?.mul(s.rstd);
+  return {
+    dx: needs[0] ? dx : undefined,
+    dg,
+    dmean: needs[2] ? dx?.sum(s.features, true).neg() : undefined,
+    drstd: needs[3] ? sum([dxhat && centred.mul(dxhat).sum(s.features, true), h && h.mul(s.gx).sum(s.features, true).div(s.rstd)]) : undefined,
+    dw,
+  };
+}
+
 export const nnRules: RuleTable<
-  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk'
+  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'layer_norm_grad' | 'batch_norm' | 'batch_norm_train' | 'batch_norm_train_grad' | 'topk'
 > = {
   pad: ({ inputs: [x], attrs: { pads, mode } }, [g]) => {
     const r = x!.rank;
@@ -76,32 +124,19 @@ export const nnRules: RuleTable<
     return [gy.sub(y!.mul(gy.sum(axis, true)))];
   },
   log_softmax: ({ outputs: [y], attrs: { axis } }, [g]) => [g!.sub(y!.exp().mul(g!.sum(axis, true)))],
-  // The forward node's own mean and 1/std outputs spare recomputing the statistics. They are
-  // internal to the backward pass (layerNorm() exposes y only), so they take no cotangent.
-  // dL/dx = r·(g·w − mean(g·w) − x̂·mean(g·w·x̂)), with x̂ = (x − μ)·r. Viewed as [1, rows,
-  // features], rows are batch_norm's channels, so x̂ and r·(g·w) − r·mean(g·w) are one
-  // channelAffine pass each; mean(g·w·x̂) is a matmul of g·x̂ (dL/dw's summand too) with w
-  // rather than another full-size product: six full-size writes, where the formula as written
-  // takes nine.
-  layer_norm: ({ inputs: [x, w], outputs: [, mean, rstd], attrs: { axis }, needs }, [g]) => {
-    if (!g) return [];
+  // One op (a fused kernel where the runtime has it), fed the forward's own mean and 1/std. Those
+  // statistics get cotangents only in second-order gradients: dμ/dx = 1/n, d(1/std)/dx = −r³·(x − μ)/n.
+  layer_norm: ({ inputs: [x, w], outputs: [, mean, rstd], attrs: { axis }, needs }, [g, gMean, gRstd]) => {
+    const [gx, gw, gb] = g ? layerNormGrad(x!, g, mean!, rstd!, w, axis) : [];
+    const n = numel(x!.shape.slice(normAxis(axis, x!.rank)));
+    const dx = needs[0] ? sum([gx, gMean?.div(n).expand([...x!.shape]), gRstd && x!.sub(mean!).mul(rstd!.pow(3).mul(gRstd).div(-n))]) : undefined;
+    return [dx, needs[1] ? gw : undefined, needs[2] ? gb : undefined];
+  },
+  layer_norm_grad: ({ inputs: [x, g, mean, rstd, w], outputs: [gx], attrs: { axis }, needs }, cots) => {
     const ax = normAxis(axis, x!.rank);
-    const rows = numel(x!.shape.slice(0, ax));
-    const features = x!.size / rows;
-    const view = (t: Tensor) => t.reshape([1, rows, features]);
-    const gb = needs[2] ? g.sum(range(0, ax)) : undefined;
-    if (!needs[0] && !needs[1]) return [undefined, undefined, gb];
-    const r = rstd!.reshape([rows]);
-    const xhat = channelAffine(view(x!), r, mean!.reshape([rows]).mul(r).neg());
-    const gxhat = view(g).mul(xhat);
-    let gx: Tensor | undefined;
-    if (needs[0]) {
-      const gw = w ? view(g).mul(w.reshape([features])) : view(g);
-      const m1 = gw.mean(-1).reshape([rows]);
-      const m2 = (w ? gxhat.matmul(w.reshape([features, 1])).div(features) : gxhat.mean(-1)).reshape([rows]);
-      gx = channelAffine(gw, r, m1.mul(r).neg()).sub(xhat.mul(m2.mul(r).reshape([1, rows, 1]))).reshape([...x!.shape]);
-    }
-    return [gx, needs[1] ? gxhat.sum([0, 1]).reshape([...w!.shape]) : undefined, gb];
+    const unweighted = (h: Tensor) => layerNormGrad(x!, h, mean!, rstd!, undefined, axis)[0];
+    const d = normGradVjp({ x: x!, g: g!, mean: mean!, rstd: rstd!, w, gx: gx!, features: range(ax, x!.rank), paramAxes: range(0, ax), unweighted }, cots, needs);
+    return [d.dx, d.dg, d.dmean, d.drstd, d.dw?.reshape([...w!.shape])];
   },
   // The running statistics are buffers, but their cotangents are cheap and exact, so a caller
   // that asks for them gets them rather than silent zeros.
@@ -120,38 +155,32 @@ export const nnRules: RuleTable<
       needs[4] ? gxcSum!.mul(w!).mul(rstd.pow(3)).mul(-0.5) : undefined,
     ];
   },
-  // y = x̂·w + b with x̂ = (x − μ)·r, r = 1/√(σ² + ε); the batch mean μ and biased variance σ²
-  // are outputs too (running-stat updates read them), so their cotangents flow back into x:
-  // dμ/dx = 1/n and dσ²/dx = 2(x − μ)/n. With per-channel sums S1 = Σ gy and S2 = Σ gy·(x − μ),
-  // everything collapses to gx = k1·gy + k2·(x − μ) + k3 with [C] vectors
-  //   k1 = w·r,  k2 = −w·r³·S2/n + 2·gσ²/n,  k3 = −w·r·S1/n + gμ/n,
-  // and k2·(x − μ) + k3 is one channelAffine pass. x − mean is the forward's own (its 4th
-  // output), not recomputed: full-size passes are Mul, ReduceSum ×2, Mul, BatchNormalization, Add.
-  batch_norm_train: ({ inputs: [x, w], outputs: [, , variance, centred], attrs: { epsilon }, needs }, [gy, gm, gv, gc]) => {
-    const c = x!.shape[1]!;
-    const axes = statAxes(x!);
-    const n = x!.size / c;
-    const rstd = variance!.add(epsilon).rsqrt();
-    const s1 = gy ? gy.sum(axes) : undefined;
-    const s2 = gy && (needs[0] || needs[1]) ? gy.mul(centred!).sum(axes) : undefined;
-    let gx: Tensor | undefined;
-    if (needs[0]) {
-      const wr = w!.mul(rstd);
-      const terms: Tensor[] = [];
-      if (gy) terms.push(gy.mul(wr.reshape(perChannel(x!))));
-      let k2 = s2 ? wr.mul(rstd.square()).mul(s2).mul(-1 / n) : undefined;
-      let k3 = s1 ? wr.mul(s1).mul(-1 / n) : undefined;
-      if (gv) k2 = k2 ? k2.add(gv.mul(2 / n)) : gv.mul(2 / n);
-      if (gm) k3 = k3 ? k3.add(gm.div(n)) : gm.div(n);
-      if (k2 || k3) {
-        const zero = zeros([c], x!.dtype);
-        terms.push(channelAffine(centred!, k2 ?? zero, k3 ?? zero));
-      }
-      // x − mean as an output of its own (only ever internal): its cotangent minus its mean.
-      if (gc) terms.push(gc.sub(gc.mean(axes, true)));
-      gx = terms.reduce((a, b) => a.add(b));
+  // One op (a fused kernel where the runtime has it). The batch mean μ and biased variance σ² are
+  // outputs too (running-stat updates read them); their cotangents, where something differentiates
+  // them, flow back into x through dμ/dx = 1/n and dσ²/dx = 2(x − μ)/n: one per-channel affine map of x.
+  batch_norm_train: ({ inputs: [x, w], outputs: [, mean, variance], attrs: { epsilon }, needs }, [gy, gm, gv]) => {
+    const [gx, gw, gb] = gy ? batchNormTrainGrad(x!, gy, mean!, variance!, w, epsilon) : [];
+    let dx = needs[0] ? gx : undefined;
+    if (needs[0] && (gm || gv)) {
+      const n = x!.size / x!.shape[1]!;
+      const zero = zeros([x!.shape[1]!], x!.dtype);
+      const k2 = gv ? gv.mul(2 / n) : zero;
+      const stats = channelAffine(x!, k2, sum([gm?.div(n), k2.mul(mean!).neg()])!);
+      dx = dx ? dx.add(stats) : stats;
     }
-    return [gx, needs[1] && s2 ? s2.mul(rstd) : undefined, needs[2] && s1 ? s1 : undefined];
+    return [dx, needs[1] ? gw : undefined, needs[2] ? gb : undefined];
+  },
+  batch_norm_train_grad: ({ inputs: [x, g, mean, variance, w], outputs: [gx], attrs: { epsilon }, needs }, cots) => {
+    const shape = perChannel(x!);
+    const axes = statAxes(x!);
+    const r = variance!.add(epsilon).rsqrt();
+    const unweighted = (h: Tensor) => batchNormTrainGrad(x!, h, mean!, variance!, undefined, epsilon)[0];
+    const channel = (t: Tensor | undefined) => t?.reshape(shape);
+    const [h, hw, hb] = cots;
+    const d = normGradVjp({ x: x!, g: g!, mean: mean!.reshape(shape), rstd: r.reshape(shape), w: channel(w), gx: gx!, features: axes, paramAxes: axes, unweighted }, [h, channel(hw), channel(hb)], needs);
+    const c = [x!.shape[1]!];
+    // r = (σ² + ε)^(−1/2): dr/dσ² = −r³/2
+    return [d.dx, d.dg, d.dmean?.reshape(c), d.drstd?.reshape(c).mul(r.pow(3)).mul(-0.5), d.dw?.reshape(c)];
   },
   // Indices are not differentiable; the values' cotangent goes back to where they came from.
   topk: ({ inputs: [x], outputs: [, indices], attrs: { axis }, needs }, [gv]) => [needs[0] && gv ? zeros(x!.shape, gv.dtype).scatterAdd(axis, indices!, gv) : undefined],

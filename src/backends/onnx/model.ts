@@ -14,7 +14,7 @@ import { ProtoWriter } from './protobuf.js';
 
 export const OPSET = 17;
 const IR_VERSION = 8;
-import { NCHWC_DOMAIN, VOLUTION_DOMAIN } from './emit/types.js';
+import { NCHWC_DOMAIN, VOLUTION_DOMAIN, hasFusedKernel } from './emit/types.js';
 export { MS_DOMAIN, VOLUTION_DOMAIN } from './emit/types.js';
 
 export type OnnxAttr =
@@ -89,8 +89,6 @@ export class EmitContext {
   readonly contribOps: boolean;
   /** ONNX Runtime's NCHWc block size for runtime-weight convs, 0 for none (see `EmitOptions.nchwcBlock`). */
   readonly nchwcBlock: number;
-  /** Whether lowerings may use volution's fused kernels (see `EmitOptions.kernels`). */
-  readonly kernels: boolean;
   /** Whether every shape is the traced one (no dynamic-batch `shapeTargets`), so lowerings may bake sizes in. */
   readonly fixedShapes: boolean;
   private readonly names = new Map<Value, string>();
@@ -112,7 +110,11 @@ export class EmitContext {
     this.contribOps = opts.contribOps ?? false;
     this.fixedShapes = opts.shapeTargets === undefined;
     this.nchwcBlock = opts.contribOps ? (opts.nchwcBlock ?? 0) : 0;
-    this.kernels = opts.kernels ?? false;
+  }
+
+  /** Whether `node` lowers to one of volution's fused kernels: it has one, and the session loads them (`EmitOptions.kernels`). */
+  fusedKernel(node: Node): boolean {
+    return (this.opts.kernels ?? false) && hasFusedKernel(node);
   }
 
   /**

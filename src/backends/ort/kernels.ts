@@ -11,16 +11,14 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Graph } from '../../ir/graph.js';
+import { hasFusedKernel } from '../onnx/emit/types.js';
 import { debug } from '../debug.js';
 
 let built: { path: string | undefined } | undefined;
 
-/** IR ops that have a fused kernel (float32). */
-const FUSED = new Set(['gelu_grad']);
-
 /** The kernel library where `graph` has an op it fuses and the library builds; else undefined (plain onnxruntime-node). */
 export function kernelsFor(graph: Graph): string | undefined {
-  return graph.nodes.some((n) => FUSED.has(n.op) && n.outputs[0]!.dtype === 'float32') ? kernelLibrary() : undefined;
+  return graph.nodes.some(hasFusedKernel) ? kernelLibrary() : undefined;
 }
 
 /** The compiled kernel library, built with the system's C compiler on first use; undefined where that fails. */

@@ -47,7 +47,7 @@ export const elementwiseEmitters: EmitterTable<
   // saves a negation (it overflows to inf only where the term is below float32's range anyway).
   gelu_grad: (ctx, node, [x, g]) => {
     const { dtype } = node.inputs[0]!;
-    if (ctx.kernels && dtype === 'float32') return ctx.node('GeluGrad', [g!, x!], {}, 1, VOLUTION_DOMAIN);
+    if (ctx.fusedKernel(node)) return ctx.node('GeluGrad', [g!, x!], {}, 1, VOLUTION_DOMAIN);
     const [u] = ctx.node('Mul', [x!, ctx.scalar(Math.SQRT1_2, dtype)]);
     const [e] = ctx.node('Erf', [u!]);
     const [cdf] = dtype === 'float32'

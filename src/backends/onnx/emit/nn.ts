@@ -1,12 +1,16 @@
 import { RuntimeFailure } from '../../../errors.js';
 import { numel } from '../../../ir/ndarray.js';
+import { normAxis } from '../../../ir/ops.js';
 import type { EmitterTable } from './types.js';
-import { MS_DOMAIN, attrsOf } from './types.js';
+import { MS_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 
 const flag = (b: boolean) => ({ int: b ? 1 : 0 });
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+/** The axes a batch norm reduces over: all of [N, C, ...] but the channels. */
+const channelStatAxes = (rank: number) => [0, ...range(2, rank)];
 
 export const nnEmitters: EmitterTable<
-  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk' | 'self_attention'
+  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'layer_norm_grad' | 'batch_norm' | 'batch_norm_train' | 'batch_norm_train_grad' | 'topk' | 'self_attention'
 > = {
   pad: (ctx, node, [x]) => {
     const { pads, mode, value } = attrsOf(node, 'pad');
@@ -31,10 +35,56 @@ export const nnEmitters: EmitterTable<
     const stats = ctx.isUsed(node.outputs[1]!) || ctx.isUsed(node.outputs[2]!);
     return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, stats ? 3 : 1);
   },
+  // One LayerNormGrad pass (over the [rows, features] view) where the session has volution's
+  // kernels. Otherwise six full-size passes, with x̂ = (x − μ)·r, v = g·w:
+  //   x̂, and r·v − r·mean(v), as one per-row affine map each: BatchNormalization over the
+  //   [1, rows, features] view, the rows as channels (see autodiff's channelAffine);
+  //   mean(v·x̂) as a MatMul of g·x̂ (dw's summand too) with w, not another full-size product.
+  layer_norm_grad: (ctx, node, [x, g, mean, rstd, w]) => {
+    const [xv, gx, gw, gb] = [node.inputs[0]!, ...node.outputs] as const;
+    const { dtype, shape } = xv;
+    const ax = normAxis(attrsOf(node, 'layer_norm_grad').axis, shape.length);
+    const rows = numel(shape.slice(0, ax));
+    const features = numel(shape.slice(ax));
+    const reshape = (t: string, to: readonly number[]) => ctx.node('Reshape', [t, ctx.ints(to)])[0]!;
+    const normShape = shape.slice(ax);
+    if (ctx.fusedKernel(node)) {
+      const flat = ax === shape.length - 1 ? (t: string) => t : (t: string) => reshape(t, [rows, features]);
+      const weight = w ? (normShape.length === 1 ? w : reshape(w, [features])) : ctx.filled(dtype, [features], 1);
+      const outs = ctx.node('LayerNormGrad', [flat(g!), flat(x!), mean!, rstd!, weight], {}, 3, VOLUTION_DOMAIN);
+      return ax === shape.length - 1 ? outs : [reshape(outs[0]!, shape), reshape(outs[1]!, normShape), reshape(outs[2]!, normShape)];
+    }
+    const outs: string[] = [];
+    if (ctx.isUsed(gb)) outs[2] = ax === 0 ? g! : ctx.node('ReduceSum', [g!, ctx.ints(range(0, ax))], { keepdims: flag(false) })[0]!;
+    if (!ctx.isUsed(gx) && !ctx.isUsed(gw)) return outs;
+    const view = (t: string) => reshape(t, [1, rows, features]);
+    const zeros = ctx.filled(dtype, [rows], 0);
+    const perRow = (t: string, scale: string, shift: string) => ctx.node('BatchNormalization', [t, scale, shift, zeros, zeros], { epsilon: { float: 1 } })[0]!;
+    const [r] = ctx.node('Reshape', [rstd!, ctx.ints([rows])]);
+    const [mr] = ctx.node('Mul', [reshape(mean!, [rows]), r!]);
+    const xhat = perRow(view(x!), r!, ctx.node('Neg', [mr!])[0]!);
+    const g3 = view(g!);
+    const [gxhat] = ctx.node('Mul', [g3, xhat]);
+    if (ctx.isUsed(gw)) outs[1] = reshape(ctx.node('ReduceSum', [gxhat!, ctx.ints([0, 1])], { keepdims: flag(false) })[0]!, normShape);
+    if (!ctx.isUsed(gx)) return outs;
+    const v = w ? ctx.node('Mul', [g3, reshape(w, [features])])[0]! : g3;
+    const lastAxis = { axes: { ints: [-1] }, keepdims: flag(false) };
+    const [m1] = ctx.node('ReduceMean', [v], lastAxis);
+    const [m2] = w
+      ? ctx.node('Div', [ctx.node('MatMul', [gxhat!, reshape(w, [features, 1])])[0]!, ctx.scalar(features, dtype)])
+      : ctx.node('ReduceMean', [gxhat!], lastAxis);
+    const [m1r] = ctx.node('Mul', [reshape(m1!, [rows]), r!]);
+    const [m2r] = ctx.node('Mul', [reshape(m2!, [rows]), r!]);
+    const [projected] = ctx.node('Mul', [xhat, reshape(m2r!, [1, rows, 1])]);
+    const [diff] = ctx.node('Sub', [perRow(v, r!, ctx.node('Neg', [m1r!])[0]!), projected!]);
+    outs[0] = reshape(diff!, shape);
+    return outs;
+  },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
-  // BatchNormalization's training mode outputs updated running statistics rather than the batch
-  // ones (with momentum 0 they are the batch statistics), and ORT's kernel writes them in place into
-  // its running-statistic inputs, shared constants and caller buffers included (two such nodes then
+  // volution's BatchNormTrain kernel where the session has it (each channel read from memory once).
+  // Otherwise: BatchNormalization's training mode outputs updated running statistics rather than the
+  // batch ones (with momentum 0 they are the batch statistics), and ORT's kernel writes them in place
+  // into its running-statistic inputs, shared constants and caller buffers included (two such nodes then
   // corrupt each other's, and an Inf left there makes every later run NaN); with a fresh input per
   // node it measured no faster here (README), so the statistics are computed here:
   // mean, x − mean, the variance as the sum of its squares (no squared tensor is written);
@@ -42,17 +92,46 @@ export const nnEmitters: EmitterTable<
   batch_norm_train: (ctx, node, [x, w, b]) => {
     const { epsilon } = attrsOf(node, 'batch_norm_train');
     const xv = node.inputs[0]!;
-    const r = xv.shape.length;
+    if (ctx.fusedKernel(node)) return ctx.node('BatchNormTrain', [x!, w!, b!, ctx.scalar(epsilon, xv.dtype)], {}, 3, VOLUTION_DOMAIN);
     const c = xv.shape[1]!;
     const n = numel(xv.shape) / c;
-    const axes = { ints: [0, ...Array.from({ length: r - 2 }, (_, i) => i + 2)] };
-    const [mean] = ctx.node('ReduceMean', [x!], { axes, keepdims: flag(true) });
+    const [mean] = ctx.node('ReduceMean', [x!], { axes: { ints: channelStatAxes(xv.shape.length) }, keepdims: flag(true) });
     const [centred] = ctx.node('Sub', [x!, mean!]);
-    const [sumSq] = ctx.node('ReduceSumSquare', [centred!], { axes, keepdims: flag(false) });
+    const [sumSq] = ctx.node('ReduceSumSquare', [centred!], { axes: { ints: channelStatAxes(xv.shape.length) }, keepdims: flag(false) });
     const [variance] = ctx.node('Mul', [sumSq!, ctx.scalar(1 / n, xv.dtype)]);
     const [meanC] = ctx.node('Reshape', [mean!, ctx.ints([c])]);
     const [y] = ctx.node('BatchNormalization', [x!, w!, b!, meanC!, variance!], { epsilon: { float: epsilon } });
-    return [y!, meanC!, variance!, centred!];
+    return [y!, meanC!, variance!];
+  },
+  // One BatchNormTrainGrad kernel where the session has it. Otherwise, with per-channel S1 = Σ g and
+  // S2 = Σ g·(x − μ), r = 1/√(σ² + ε): gx = w·r·g + k2·(x − μ) + k3 with k2 = −w·r³·S2/n and
+  // k3 = −w·r·S1/n, the last two terms one per-channel affine pass (BatchNormalization, zero statistics).
+  batch_norm_train_grad: (ctx, node, [x, g, mean, variance, w]) => {
+    const { epsilon } = attrsOf(node, 'batch_norm_train_grad');
+    const [xv, gx, gw, gb] = [node.inputs[0]!, ...node.outputs] as const;
+    const { dtype, shape } = xv;
+    const c = shape[1]!;
+    const n = numel(shape) / c;
+    const [r] = ctx.node('Reciprocal', [ctx.node('Sqrt', [ctx.node('Add', [variance!, ctx.scalar(epsilon, dtype)])[0]!])[0]!]);
+    const weight = w ?? ctx.filled(dtype, [c], 1);
+    if (ctx.fusedKernel(node)) return ctx.node('BatchNormTrainGrad', [g!, x!, mean!, r!, weight], {}, 3, VOLUTION_DOMAIN);
+    const sum = (t: string) => ctx.node('ReduceSum', [t, ctx.ints(channelStatAxes(shape.length))], { keepdims: flag(false) })[0]!;
+    const perChannel = (t: string) => ctx.node('Reshape', [t, ctx.ints([c, ...new Array<number>(shape.length - 2).fill(1)])])[0]!;
+    const outs: string[] = [];
+    const s1 = sum(g!);
+    if (ctx.isUsed(gb)) outs[2] = s1;
+    if (!ctx.isUsed(gx) && !ctx.isUsed(gw)) return outs;
+    const [centred] = ctx.node('Sub', [x!, perChannel(mean!)]);
+    const s2 = sum(ctx.node('Mul', [g!, centred!])[0]!);
+    if (ctx.isUsed(gw)) outs[1] = ctx.node('Mul', [s2, r!])[0]!;
+    if (!ctx.isUsed(gx)) return outs;
+    const [wr] = ctx.node('Mul', [weight, r!]);
+    const [k2] = ctx.node('Mul', [ctx.node('Mul', [wr!, ctx.node('Mul', [r!, r!])[0]!])[0]!, ctx.node('Mul', [s2, ctx.scalar(-1 / n, dtype)])[0]!]);
+    const [k3] = ctx.node('Mul', [wr!, ctx.node('Mul', [s1, ctx.scalar(-1 / n, dtype)])[0]!]);
+    const zeros = ctx.filled(dtype, [c], 0);
+    const [affine] = ctx.node('BatchNormalization', [centred!, k2!, k3!, zeros, zeros], { epsilon: { float: 1 } });
+    outs[0] = ctx.node('Add', [ctx.node('Mul', [g!, perChannel(wr!)])[0]!, affine!])[0]!;
+    return outs;
   },
   topk: (ctx, node, [x]) => {
     const { k, axis, largest } = attrsOf(node, 'topk');

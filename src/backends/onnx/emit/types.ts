@@ -10,6 +10,12 @@ export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 /** volution's own fused kernels (`native/volution_kernels.c`). */
 export const VOLUTION_DOMAIN = 'ai.volution';
 
+/** The IR ops whose lowering uses one of volution's fused kernels (float32 only) where the session loads them. */
+const FUSED_KERNELS: ReadonlySet<OpName> = new Set<OpName>(['gelu_grad', 'layer_norm_grad', 'batch_norm_train', 'batch_norm_train_grad']);
+
+/** Whether `node` has a fused kernel (its lowering then uses it in a session that loads the kernel library). */
+export const hasFusedKernel = (node: Node): boolean => FUSED_KERNELS.has(node.op) && node.outputs[0]!.dtype === 'float32';
+
 /**
  * Lowers one IR node to ONNX nodes. `inputs` are the ONNX names of the
  * node's inputs; returns the names of its outputs, in order.

@@ -65,7 +65,7 @@ function forEachLane(shape: readonly number[], axis: number, fn: (at: (j: number
 }
 
 export const nnKernels: KernelTable<
-  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'batch_norm' | 'batch_norm_train' | 'topk' | 'self_attention'
+  'pad' | 'gather' | 'gather_elements' | 'scatter_add' | 'reduce_max' | 'softmax' | 'log_softmax' | 'layer_norm' | 'layer_norm_grad' | 'batch_norm' | 'batch_norm_train' | 'batch_norm_train_grad' | 'topk' | 'self_attention'
 > = {
   pad: ([x], { pads, mode, value }, [out]) => {
     const r = x!.shape.length;
@@ -152,13 +152,56 @@ export const nnKernels: KernelTable<
     }
     return [y, means, rstds];
   },
+  layer_norm_grad: ([x, g, mean, rstd, w], { axis }) => {
+    const ax = normAxis(axis, x!.shape.length);
+    const m = numel(x!.shape.slice(ax));
+    const rows = x!.data.length / Math.max(m, 1);
+    const gx = ref(x!.shape);
+    const gw = ref(x!.shape.slice(ax));
+    const gb = ref(x!.shape.slice(ax));
+    // dL/dx = r·(g·w − mean(g·w) − x̂·mean(g·w·x̂)) per row, x̂ = (x − μ)·r
+    for (let r = 0; r < rows; r++) {
+      const [mu, rs] = [mean!.data[r]!, rstd!.data[r]!];
+      const xhat = (j: number) => (x!.data[r * m + j]! - mu) * rs;
+      const gxw = (j: number) => g!.data[r * m + j]! * (w ? w.data[j]! : 1);
+      let meanG = 0;
+      let meanGx = 0;
+      for (let j = 0; j < m; j++) {
+        meanG += gxw(j) / m;
+        meanGx += (gxw(j) * xhat(j)) / m;
+        gw.data[j] += g!.data[r * m + j]! * xhat(j);
+        gb.data[j] += g!.data[r * m + j]!;
+      }
+      for (let j = 0; j < m; j++) gx.data[r * m + j] = rs * (gxw(j) - meanG - xhat(j) * meanGx);
+    }
+    return [gx, gw, gb];
+  },
   batch_norm: ([x, w, b, mean, variance], { epsilon }) => [normalizeChannels(x!, w!, b!, mean!.data, variance!.data, epsilon)],
   batch_norm_train: ([x, w, b], { epsilon }) => {
     const { mean, variance } = channelStats(x!);
-    const c = mean.length;
-    const s = x!.data.length / (x!.shape[0]! * c);
-    const centred = ref(x!.shape, x!.data.map((v, i) => v - mean[Math.floor(i / s) % c]!));
-    return [normalizeChannels(x!, w!, b!, mean, variance, epsilon), ref([c], mean), ref([c], variance), centred];
+    return [normalizeChannels(x!, w!, b!, mean, variance, epsilon), ref([mean.length], mean), ref([mean.length], variance)];
+  },
+  // With S1 = Σ g, S2 = Σ g·x̂ per channel: gx = w·r·(g − S1/m − x̂·S2/m), gw = S2, gb = S1.
+  batch_norm_train_grad: ([x, g, mean, variance, w], { epsilon }) => {
+    const [n, c, s] = around(x!.shape, 1);
+    const m = n * s;
+    const [gx, gw, gb] = [ref(x!.shape), ref([c]), ref([c])];
+    const at = (bi: number, ch: number, k: number) => (bi * c + ch) * s + k;
+    for (let ch = 0; ch < c; ch++) {
+      const r = 1 / Math.sqrt(variance!.data[ch]! + epsilon);
+      const xhat = (o: number) => (x!.data[o]! - mean!.data[ch]!) * r;
+      let [s1, s2] = [0, 0];
+      for (let bi = 0; bi < n; bi++) {
+        for (let k = 0; k < s; k++) {
+          s1 += g!.data[at(bi, ch, k)]!;
+          s2 += g!.data[at(bi, ch, k)]! * xhat(at(bi, ch, k));
+        }
+      }
+      const wr = (w ? w.data[ch]! : 1) * r;
+      for (let bi = 0; bi < n; bi++) for (let k = 0; k < s; k++) gx.data[at(bi, ch, k)] = wr * (g!.data[at(bi, ch, k)]! - s1 / m - (xhat(at(bi, ch, k)) * s2) / m);
+      [gw.data[ch], gb.data[ch]] = [s2, s1];
+    }
+    return [gx, gw, gb];
   },
   self_attention: ([x, w, b], { heads, scale }) => {
     const [batch, n, c] = x!.shape as [number, number, number];
