@@ -36,7 +36,7 @@ export const nnEmitters: EmitterTable<
     return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, stats ? 3 : 1);
   },
   // One LayerNormGrad pass (over the [rows, features] view) where the session has volution's
-  // kernels. Otherwise six full-size passes, with x̂ = (x − μ)·r, v = g·w:
+  // kernels. Otherwise six full-size writes, with x̂ = (x − μ)·r, v = g·w:
   //   x̂, and r·v − r·mean(v), as one per-row affine map each: BatchNormalization over the
   //   [1, rows, features] view, the rows as channels (see autodiff's channelAffine);
   //   mean(v·x̂) as a MatMul of g·x̂ (dw's summand too) with w, not another full-size product.
@@ -60,9 +60,9 @@ export const nnEmitters: EmitterTable<
     const view = (t: string) => reshape(t, [1, rows, features]);
     const zeros = ctx.filled(dtype, [rows], 0);
     const perRow = (t: string, scale: string, shift: string) => ctx.node('BatchNormalization', [t, scale, shift, zeros, zeros], { epsilon: { float: 1 } })[0]!;
-    const [r] = ctx.node('Reshape', [rstd!, ctx.ints([rows])]);
-    const [mr] = ctx.node('Mul', [reshape(mean!, [rows]), r!]);
-    const xhat = perRow(view(x!), r!, ctx.node('Neg', [mr!])[0]!);
+    const r = reshape(rstd!, [rows]);
+    const [mr] = ctx.node('Mul', [reshape(mean!, [rows]), r]);
+    const xhat = perRow(view(x!), r, ctx.node('Neg', [mr!])[0]!);
     const g3 = view(g!);
     const [gxhat] = ctx.node('Mul', [g3, xhat]);
     if (ctx.isUsed(gw)) outs[1] = reshape(ctx.node('ReduceSum', [gxhat!, ctx.ints([0, 1])], { keepdims: flag(false) })[0]!, normShape);
@@ -73,10 +73,10 @@ export const nnEmitters: EmitterTable<
     const [m2] = w
       ? ctx.node('Div', [ctx.node('MatMul', [gxhat!, reshape(w, [features, 1])])[0]!, ctx.scalar(features, dtype)])
       : ctx.node('ReduceMean', [gxhat!], lastAxis);
-    const [m1r] = ctx.node('Mul', [reshape(m1!, [rows]), r!]);
-    const [m2r] = ctx.node('Mul', [reshape(m2!, [rows]), r!]);
+    const [m1r] = ctx.node('Mul', [reshape(m1!, [rows]), r]);
+    const [m2r] = ctx.node('Mul', [reshape(m2!, [rows]), r]);
     const [projected] = ctx.node('Mul', [xhat, reshape(m2r!, [1, rows, 1])]);
-    const [diff] = ctx.node('Sub', [perRow(v, r!, ctx.node('Neg', [m1r!])[0]!), projected!]);
+    const [diff] = ctx.node('Sub', [perRow(v, r, ctx.node('Neg', [m1r!])[0]!), projected!]);
     outs[0] = reshape(diff!, shape);
     return outs;
   },
