@@ -1,9 +1,12 @@
 /*
- * Fused backward kernels for ONNX Runtime's CPU execution provider, registered
- * as a custom-op library (domain "ai.volution"). ONNX Runtime's CPU build has
- * no gradient kernels, so without these a GELU or layer-norm backward is a
- * chain of full passes over memory (eight for GELU, six for layer norm).
- * The ONNX lowerings of the IR ops gelu_grad and layer_norm_grad use them.
+ * Fused kernels for ONNX Runtime's CPU execution provider, registered as a
+ * custom-op library (domain "ai.volution"). ONNX Runtime's CPU build has no
+ * gradient kernels, so without these a GELU or layer-norm backward is a chain
+ * of full passes over memory (eight for GELU, six for layer norm), and
+ * train-mode batch norm takes four passes forward and about six backward.
+ * The ONNX lowerings of the IR ops gelu_grad, layer_norm_grad,
+ * batch_norm_train and batch_norm_train_grad use them (FUSED_KERNELS in
+ * src/backends/onnx/emit/types.ts).
  *
  * Only the C ABI of ONNX Runtime is used: the OrtApi function table and the
  * OrtCustomOp struct are append-only, so the indices and fields below hold for
