@@ -285,6 +285,11 @@ describe('bad inputs', () => {
     const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
     expectThrows(() => trace((x, w, b) => batchNormTrain(x, w, b), [spec([4, 3]), spec([2]), spec([3])]), ShapeError, '[2]', '[4, 3]');
   });
+  it('the norms\' gradient ops with statistics of the wrong shape', () => {
+    const spec = (shape: number[]) => ({ dtype: 'float32' as const, shape });
+    expectThrows(() => trace((x, g, m, r) => layerNormGrad(x, g, m, r, undefined, 2), [spec([2, 3, 4]), spec([2, 3, 4]), spec([2, 3]), spec([2, 3, 1])]), ShapeError, 'layer_norm_grad', '[2, 3, 1]', '[2, 3]');
+    expectThrows(() => trace((x, g, m, v) => batchNormTrainGrad(x, g, m, v, undefined, 1e-5), [spec([4, 3]), spec([4, 3]), spec([3]), spec([4])]), ShapeError, 'batch_norm_train_grad', '[3]', '[4]');
+  });
   it('an out-of-range gather index fails at run time on the reference', () => {
     expect(() => runRef((x, i) => x.indexSelect(0, i), [randn([3, 2], 54), i64([1], [3])])).toThrow(RuntimeFailure);
   });

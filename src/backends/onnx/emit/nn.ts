@@ -95,9 +95,10 @@ export const nnEmitters: EmitterTable<
     if (ctx.fusedKernel(node)) return ctx.node('BatchNormTrain', [x!, w!, b!, ctx.scalar(epsilon, xv.dtype)], {}, 3, VOLUTION_DOMAIN);
     const c = xv.shape[1]!;
     const n = numel(xv.shape) / c;
-    const [mean] = ctx.node('ReduceMean', [x!], { axes: { ints: channelStatAxes(xv.shape.length) }, keepdims: flag(true) });
+    const axes = { ints: channelStatAxes(xv.shape.length) };
+    const [mean] = ctx.node('ReduceMean', [x!], { axes, keepdims: flag(true) });
     const [centred] = ctx.node('Sub', [x!, mean!]);
-    const [sumSq] = ctx.node('ReduceSumSquare', [centred!], { axes: { ints: channelStatAxes(xv.shape.length) }, keepdims: flag(false) });
+    const [sumSq] = ctx.node('ReduceSumSquare', [centred!], { axes, keepdims: flag(false) });
     const [variance] = ctx.node('Mul', [sumSq!, ctx.scalar(1 / n, xv.dtype)]);
     const [meanC] = ctx.node('Reshape', [mean!, ctx.ints([c])]);
     const [y] = ctx.node('BatchNormalization', [x!, w!, b!, meanC!, variance!], { epsilon: { float: epsilon } });
