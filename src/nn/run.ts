@@ -4,6 +4,7 @@
  * Runtime or the reference interpreter.
  */
 import { toOnnx } from '../backends/onnx/model.js';
+import { kernelsFor } from '../backends/ort/kernels.js';
 import { OrtSession, type OrtOptions } from '../backends/ort/session.js';
 import { fromRef, interpret } from '../backends/reference/interpreter.js';
 import { ConfigError } from '../errors.js';
@@ -38,7 +39,8 @@ export async function runModule(model: Module, input: NDArray, opts: RunOptions 
     feeds.set(traced.inputs[0]!, input);
     outs = interpret(graph, feeds).map((r) => fromRef(r, 'float64'));
   } else {
-    const session = await OrtSession.create(toOnnx(graph, { paramValues: paramValues(traced), contribOps: true }), opts);
+    const kernels = kernelsFor(graph);
+    const session = await OrtSession.create(toOnnx(graph, { paramValues: paramValues(traced), contribOps: true, kernels: kernels !== undefined }), { ...opts, kernelLibrary: kernels });
     try {
       const res = await session.run({ input });
       outs = graph.outputs.map((_, i) => res[`output_${i}`]!);

@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { trace } from '../../src/tensor/function.js';
-import { type Tensor, batchNormTrain, layerNorm } from '../../src/tensor/tensor.js';
+import { type Tensor, batchNormTrain, constant, layerNorm } from '../../src/tensor/tensor.js';
+import { createInferenceRunner, exportInference } from '../../src/backends/passes/export.js';
 import { expectClose, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { kernelLibrary } from '../../src/backends/ort/kernels.js';
@@ -128,17 +129,23 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     expectClose(viaKernel!.toFloat64(), ref!.data, 1e-5, 'fused GeluGrad vs reference', 1e-6);
     expectClose(viaChain!.toFloat64(), ref!.data, 1e-5, 'ONNX Runtime chain vs reference', 1e-6);
   });
-  it('layer norm\'s gradient lowers to one LayerNormGrad (over the last axis, or a view of several), and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
+  it('layer norm and its gradient lower to one LayerNorm and one LayerNormGrad (over the last axis, or a view of several), and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
+    const fwdBwd = (x: Tensor, w: Tensor | undefined, b: Tensor | undefined, k: Tensor, wrt: Tensor[]) => {
+      const y = layerNorm(x, w, b, 1e-5, w ? w.rank : 1);
+      return [y, ...grad(y.mul(k).sum(), wrt)];
+    };
     const cases: [string, (x: Tensor, w: Tensor, b: Tensor, k: Tensor) => Tensor[], number[], number[]][] = [
-      ['last axis, weight and bias', (x, w, b, k) => grad(layerNorm(x, w, b).mul(k).sum(), [x, w, b]), [300, 6, 40], [40]],
-      ['two trailing axes', (x, w, b, k) => grad(layerNorm(x, w, b).mul(k).sum(), [x, w, b]), [5, 6, 7], [6, 7]],
-      ['no weight, x only', (x, _w, _b, k) => grad(layerNorm(x, undefined, undefined).mul(k).sum(), [x]), [4, 9, 16], [16]],
+      ['last axis, weight and bias', (x, w, b, k) => fwdBwd(x, w, b, k, [x, w, b]), [300, 6, 40], [40]],
+      ['two trailing axes', (x, w, b, k) => fwdBwd(x, w, b, k, [x, w, b]), [5, 6, 7], [6, 7]],
+      ['no weight, x only', (x, _w, _b, k) => fwdBwd(x, undefined, undefined, k, [x]), [4, 9, 16], [16]],
     ];
     for (const [what, f, shape, normShape] of cases) {
       const inputs = [randn(shape, 32, 2), randn(normShape, 33), randn(normShape, 34), randn(shape, 35)];
       const graph = trace(f, inputs.map((a) => ({ dtype: 'float32' as const, shape: a.shape }))).graph;
-      expect(onnxOpCount(toOnnx(graph, { contribOps: true, kernels: true }), 'LayerNormGrad'), what).toBe(1);
-      expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'LayerNormGrad'), what).toBe(0);
+      const fused = toOnnx(graph, { contribOps: true, kernels: true });
+      const plain = toOnnx(graph, { contribOps: true });
+      expect([onnxOpCount(fused, 'LayerNorm'), onnxOpCount(fused, 'LayerNormGrad'), onnxOpCount(fused, 'LayerNormalization')], what).toEqual([1, 1, 0]);
+      expect([onnxOpCount(plain, 'LayerNorm'), onnxOpCount(plain, 'LayerNormGrad'), onnxOpCount(plain, 'LayerNormalization')], what).toEqual([0, 0, 1]);
       const ref = runRef(f, inputs);
       const viaKernel = await runOrt(f, inputs, true, library);
       const viaOrt = await runOrt(f, inputs, true);
@@ -172,5 +179,18 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
         expectClose(viaOrt[i]!.toFloat64(), r.data, 2e-5, `${what}: ONNX Runtime's ops, output ${i}`, 1e-5);
       });
     }
+  });
+  it('an inference runner with a dynamic batch runs layer norm over two axes on the kernel, at any batch', async () => {
+    const f32 = (a: NDArray) => NDArray.float32(a.shape, a.toFloat64());
+    const [w, b] = [f32(randn([6, 8], 40)), f32(randn([6, 8], 41))];
+    const fn = (x: Tensor) => layerNorm(x, constant(w), constant(b)).mul(2);
+    const runner = await createInferenceRunner(fn, [6, 8]);
+    for (const batch of [1, 3]) {
+      const x = randn([batch, 6, 8], 42 + batch);
+      const [ref] = runRef(fn, [x]);
+      expectClose((await runner.run(f32(x))).toFloat64(), ref!.data, 1e-5, `batch ${batch}`, 1e-5);
+    }
+    await runner.release();
+    expect(onnxOpCount(exportInference(fn, [6, 8], { contribOps: true, kernels: true }).bytes, 'LayerNorm')).toBe(1);
   });
 });

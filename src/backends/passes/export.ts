@@ -10,6 +10,7 @@ import type { Value } from '../../ir/graph.js';
 import type { NDArray } from '../../ir/ndarray.js';
 import { type TensorFn, paramValues, trace } from '../../tensor/function.js';
 import { toOnnx } from '../onnx/model.js';
+import { kernelLibrary, kernelsFor } from '../ort/kernels.js';
 import { OrtSession, type OrtOptions } from '../ort/session.js';
 import { dynamicBatchTargets } from './dynamic_batch.js';
 import { foldBatchNorm } from './fold_bn.js';
@@ -41,6 +42,8 @@ export interface InferenceExportOptions {
    * self-attention blocks are fused into its `Attention` kernel (`fuseAttention`).
    */
   contribOps?: boolean;
+  /** Let ops with a fused kernel of volution's use it (see `EmitOptions.kernels`): for a session that loads the library. */
+  kernels?: boolean;
 }
 
 export interface InferenceExport {
@@ -79,7 +82,7 @@ export function exportInference(fn: TensorFn, sampleShape: readonly number[], op
     const { graph, params } = opts.contribOps ? fuseAttention(laidOut) : laidOut;
     return { graph, params, folded: { batchNorms: bn.folded, residuals: residual.folded } };
   };
-  const common = { params: 'initializers' as const, outputNames: [opts.outputName ?? 'logits'], docString: opts.docString, metadata: opts.metadata, contribOps: opts.contribOps ?? false };
+  const common = { params: 'initializers' as const, outputNames: [opts.outputName ?? 'logits'], docString: opts.docString, metadata: opts.metadata, contribOps: opts.contribOps ?? false, kernels: opts.kernels };
   if (batch !== 'dynamic') {
     const g = traceAt(batch);
     return { bytes: toOnnx(g.graph, { ...common, paramValues: g.params }), graph: g, folded: g.folded };
@@ -142,9 +145,10 @@ export interface InferenceRunner {
  * dynamic batch one session serves every size.
  */
 export async function createInferenceRunner(fn: TensorFn, sampleShape: readonly number[], opts: OrtOptions & Pick<InferenceExportOptions, 'batch' | 'fold'> = {}): Promise<InferenceRunner> {
-  // Never written to a file: ORT's contrib kernels are fair game.
-  const exported = exportInference(fn, sampleShape, { batch: opts.batch, fold: opts.fold, contribOps: true });
-  const session = await OrtSession.create(exported.bytes, opts);
+  // Never written to a file: ORT's contrib kernels and volution's own are fair game.
+  const library = kernelLibrary();
+  const exported = exportInference(fn, sampleShape, { batch: opts.batch, fold: opts.fold, contribOps: true, kernels: library !== undefined });
+  const session = await OrtSession.create(exported.bytes, { ...opts, kernelLibrary: kernelsFor(exported.graph.graph) });
   const [input] = session.inputNames;
   const [output] = session.outputNames;
   return {

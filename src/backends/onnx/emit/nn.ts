@@ -1,11 +1,13 @@
 import { RuntimeFailure } from '../../../errors.js';
 import { numel } from '../../../ir/ndarray.js';
 import { normAxis } from '../../../ir/ops.js';
+import type { EmitContext } from '../model.js';
 import type { EmitterTable } from './types.js';
 import { MS_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 
 const flag = (b: boolean) => ({ int: b ? 1 : 0 });
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+const reshape = (ctx: EmitContext, t: string, to: readonly number[]) => ctx.node('Reshape', [t, ctx.ints(to)])[0]!;
 /** The axes a batch norm reduces over: all of [N, C, ...] but the channels. */
 const channelStatAxes = (rank: number) => [0, ...range(2, rank)];
 
@@ -26,13 +28,30 @@ export const nnEmitters: EmitterTable<
   },
   softmax: (ctx, node, inputs) => ctx.node('Softmax', inputs, { axis: { int: attrsOf(node, 'softmax').axis } }),
   log_softmax: (ctx, node, inputs) => ctx.node('LogSoftmax', inputs, { axis: { int: attrsOf(node, 'log_softmax').axis } }),
+  // volution's LayerNorm kernel where the session has it (over the [rows, features] view; its
+  // statistics are cheap to write); otherwise ONNX Runtime's LayerNormalization.
   layer_norm: (ctx, node, [x, w, b]) => {
     const { axis, epsilon } = attrsOf(node, 'layer_norm');
-    const xv = node.inputs[0]!;
-    // ONNX requires Scale; without a weight it is ones of the normalised shape.
-    const scale = w ?? ctx.filled(xv.dtype, xv.shape.slice(axis), 1);
+    const [xv, , mean, rstd] = [node.inputs[0]!, ...node.outputs] as const;
+    const { dtype, shape } = xv;
+    const ax = normAxis(axis, shape.length);
+    const normShape = shape.slice(ax);
     // Mean and 1/std only when a backward pass reads them: writing them costs ORT's kernel about a quarter more time.
-    const stats = ctx.isUsed(node.outputs[1]!) || ctx.isUsed(node.outputs[2]!);
+    const stats = ctx.isUsed(mean) || ctx.isUsed(rstd);
+    if (ctx.fusedKernel(node)) {
+      const features = numel(normShape);
+      const param = (t: string | undefined, fill: number) => (t ? (normShape.length === 1 ? t : reshape(ctx, t, [features])) : ctx.filled(dtype, [features], fill));
+      // Several normalised axes: a view of rows (any batch), and back to x's own shape at run time.
+      const several = ax < shape.length - 1;
+      const flat = several ? reshape(ctx, x!, [-1, features]) : x!;
+      const [y, m, r] = ctx.node('LayerNorm', [flat, param(w, 1), param(b, 0), ctx.scalar(epsilon, dtype)], {}, 3, VOLUTION_DOMAIN);
+      const out = several ? ctx.node('Reshape', [y!, ctx.node('Shape', [x!])[0]!])[0]! : y!;
+      // The kernel's statistics are one per row; a backward pass (fixed shapes) reads them in x's rank.
+      const statShape = shape.map((d, i) => (i < ax ? d : 1));
+      return stats ? [out, reshape(ctx, m!, statShape), reshape(ctx, r!, statShape)] : [out];
+    }
+    // ONNX requires Scale; without a weight it is ones of the normalised shape.
+    const scale = w ?? ctx.filled(dtype, normShape, 1);
     return ctx.node('LayerNormalization', b ? [x!, scale, b] : [x!, scale], { axis: { int: axis }, epsilon: { float: epsilon } }, stats ? 3 : 1);
   },
   // One LayerNormGrad pass (over the [rows, features] view) where the session has volution's
@@ -46,38 +65,37 @@ export const nnEmitters: EmitterTable<
     const ax = normAxis(attrsOf(node, 'layer_norm_grad').axis, shape.length);
     const rows = numel(shape.slice(0, ax));
     const features = numel(shape.slice(ax));
-    const reshape = (t: string, to: readonly number[]) => ctx.node('Reshape', [t, ctx.ints(to)])[0]!;
     const normShape = shape.slice(ax);
     if (ctx.fusedKernel(node)) {
-      const flat = ax === shape.length - 1 ? (t: string) => t : (t: string) => reshape(t, [rows, features]);
-      const weight = w ? (normShape.length === 1 ? w : reshape(w, [features])) : ctx.filled(dtype, [features], 1);
+      const flat = ax === shape.length - 1 ? (t: string) => t : (t: string) => reshape(ctx, t, [rows, features]);
+      const weight = w ? (normShape.length === 1 ? w : reshape(ctx, w, [features])) : ctx.filled(dtype, [features], 1);
       const outs = ctx.node('LayerNormGrad', [flat(g!), flat(x!), mean!, rstd!, weight], {}, 3, VOLUTION_DOMAIN);
-      return ax === shape.length - 1 ? outs : [reshape(outs[0]!, shape), reshape(outs[1]!, normShape), reshape(outs[2]!, normShape)];
+      return ax === shape.length - 1 ? outs : [reshape(ctx, outs[0]!, shape), reshape(ctx, outs[1]!, normShape), reshape(ctx, outs[2]!, normShape)];
     }
     const outs: string[] = [];
     if (ctx.isUsed(gb)) outs[2] = ax === 0 ? g! : ctx.node('ReduceSum', [g!, ctx.ints(range(0, ax))], { keepdims: flag(false) })[0]!;
     if (!ctx.isUsed(gx) && !ctx.isUsed(gw)) return outs;
-    const view = (t: string) => reshape(t, [1, rows, features]);
+    const view = (t: string) => reshape(ctx, t, [1, rows, features]);
     const zeros = ctx.filled(dtype, [rows], 0);
     const perRow = (t: string, scale: string, shift: string) => ctx.node('BatchNormalization', [t, scale, shift, zeros, zeros], { epsilon: { float: 1 } })[0]!;
-    const r = reshape(rstd!, [rows]);
-    const [mr] = ctx.node('Mul', [reshape(mean!, [rows]), r]);
+    const r = reshape(ctx, rstd!, [rows]);
+    const [mr] = ctx.node('Mul', [reshape(ctx, mean!, [rows]), r]);
     const xhat = perRow(view(x!), r, ctx.node('Neg', [mr!])[0]!);
     const g3 = view(g!);
     const [gxhat] = ctx.node('Mul', [g3, xhat]);
-    if (ctx.isUsed(gw)) outs[1] = reshape(ctx.node('ReduceSum', [gxhat!, ctx.ints([0, 1])], { keepdims: flag(false) })[0]!, normShape);
+    if (ctx.isUsed(gw)) outs[1] = reshape(ctx, ctx.node('ReduceSum', [gxhat!, ctx.ints([0, 1])], { keepdims: flag(false) })[0]!, normShape);
     if (!ctx.isUsed(gx)) return outs;
-    const v = w ? ctx.node('Mul', [g3, reshape(w, [features])])[0]! : g3;
+    const v = w ? ctx.node('Mul', [g3, reshape(ctx, w, [features])])[0]! : g3;
     const lastAxis = { axes: { ints: [-1] }, keepdims: flag(false) };
     const [m1] = ctx.node('ReduceMean', [v], lastAxis);
     const [m2] = w
-      ? ctx.node('Div', [ctx.node('MatMul', [gxhat!, reshape(w, [features, 1])])[0]!, ctx.scalar(features, dtype)])
+      ? ctx.node('Div', [ctx.node('MatMul', [gxhat!, reshape(ctx, w, [features, 1])])[0]!, ctx.scalar(features, dtype)])
       : ctx.node('ReduceMean', [gxhat!], lastAxis);
-    const [m1r] = ctx.node('Mul', [reshape(m1!, [rows]), r]);
-    const [m2r] = ctx.node('Mul', [reshape(m2!, [rows]), r]);
-    const [projected] = ctx.node('Mul', [xhat, reshape(m2r!, [1, rows, 1])]);
+    const [m1r] = ctx.node('Mul', [reshape(ctx, m1!, [rows]), r]);
+    const [m2r] = ctx.node('Mul', [reshape(ctx, m2!, [rows]), r]);
+    const [projected] = ctx.node('Mul', [xhat, reshape(ctx, m2r!, [1, rows, 1])]);
     const [diff] = ctx.node('Sub', [perRow(v, r, ctx.node('Neg', [m1r!])[0]!), projected!]);
-    outs[0] = reshape(diff!, shape);
+    outs[0] = reshape(ctx, diff!, shape);
     return outs;
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
