@@ -48,7 +48,7 @@ enum {
   API_ReleaseTensorTypeAndShapeInfo = 99,
   API_KernelContext_ParallelFor = 274,
 };
-enum { ORT_INVALID_ARGUMENT = 2, ONNX_FLOAT = 1, MAX_RANK = 8 };
+enum { ORT_INVALID_ARGUMENT = 2, ONNX_FLOAT = 1, ONNX_INT64 = 7, MAX_RANK = 8 };
 
 static const void* const* api;
 #define CALL(index, type) ((type)api[index])
@@ -82,7 +82,7 @@ static OrtStatus* fail(const char* msg) {
 }
 
 typedef struct {
-  float* data;
+  float* data; /* an int64 input's too (KernelSpec.int64_input), cast where read */
   size_t count;
   size_t rank;
   int64_t dims[MAX_RANK];
@@ -426,20 +426,74 @@ static OrtStatus* batch_norm_train_grad(void* kernel, OrtKernelContext* ctx) {
   return parallel_for(ctx, batch_norm_grad_channel, job.l.c, &job);
 }
 
+/* --- MaxPool2dGrad(dy, x, window[8]) → dx: each window's dy added at its first maximum ------
+ * window = (kh, kw, sh, sw, pad top, left, bottom, right). The maxima are found again in x (from
+ * cache), so the forward needs no indices; first maximum in row-major order, strictly greater
+ * replaces (NaN never wins), as ONNX Runtime's MaxPool computes its Indices. One task per plane. */
+
+typedef struct {
+  const float *dy, *x;
+  float* dx;
+  int64_t kh, kw, sh, sw, pt, pl;
+  int64_t h, w, ho, wo;
+} MaxPoolJob;
+
+static void max_pool_grad_plane(void* p, size_t plane) {
+  const MaxPoolJob* j = p;
+  const float* x = j->x + plane * (size_t)(j->h * j->w);
+  const float* dy = j->dy + plane * (size_t)(j->ho * j->wo);
+  float* dx = j->dx + plane * (size_t)(j->h * j->w);
+  memset(dx, 0, (size_t)(j->h * j->w) * sizeof(float));
+  for (int64_t oh = 0; oh < j->ho; oh++) {
+    int64_t r = oh * j->sh - j->pt, r0 = r < 0 ? 0 : r, r1 = r + j->kh < j->h ? r + j->kh : j->h;
+    for (int64_t ow = 0; ow < j->wo; ow++) {
+      int64_t q = ow * j->sw - j->pl, c0 = q < 0 ? 0 : q, c1 = q + j->kw < j->w ? q + j->kw : j->w;
+      int64_t arg = r0 * j->w + c0;
+      float m = -INFINITY;
+      for (int64_t rr = r0; rr < r1; rr++)
+        for (int64_t cc = c0; cc < c1; cc++) {
+          float v = x[rr * j->w + cc];
+          if (v > m) m = v, arg = rr * j->w + cc;
+        }
+      dx[arg] += dy[oh * j->wo + ow];
+    }
+  }
+}
+
+static OrtStatus* max_pool_grad(void* kernel, OrtKernelContext* ctx) {
+  (void)kernel;
+  Tensor dy, x, window;
+  MaxPoolJob job;
+  OrtStatus* s;
+  if ((s = input(ctx, 0, &dy)) || (s = input(ctx, 1, &x)) || (s = input(ctx, 2, &window))) return s;
+  const int64_t* a = (const int64_t*)(void*)window.data;
+  if (x.rank != 4 || dy.rank != 4 || window.count != 8) return fail("MaxPool2dGrad: expected dy and x of rank 4 and a window of 8 integers");
+  job = (MaxPoolJob){dy.data, x.data, NULL, a[0], a[1], a[2], a[3], a[4], a[5], x.dims[2], x.dims[3], dy.dims[2], dy.dims[3]};
+  /* Every window must overlap x (padding at most half the kernel) and the pooled size must follow from it. */
+  int ok = dy.dims[0] == x.dims[0] && dy.dims[1] == x.dims[1] && job.kh > 0 && job.kw > 0 && job.sh > 0 && job.sw > 0 &&
+           2 * a[4] <= a[0] && 2 * a[6] <= a[0] && 2 * a[5] <= a[1] && 2 * a[7] <= a[1] &&
+           job.ho == (job.h + a[4] + a[6] - job.kh) / job.sh + 1 && job.wo == (job.w + a[5] + a[7] - job.kw) / job.sw + 1;
+  if (!ok) return fail("MaxPool2dGrad: dy's shape does not follow from x's and the window");
+  if ((s = output(ctx, 0, x.dims, x.rank, &job.dx))) return s;
+  return parallel_for(ctx, max_pool_grad_plane, (size_t)(x.dims[0] * x.dims[1]), &job);
+}
+
 /* --- Registration ---------------------------------------------------------- */
 
 typedef struct {
   const char* name;
   size_t inputs, outputs;
   OrtStatus* (*compute)(void*, OrtKernelContext*);
+  int int64_input; /* the index of an int64 input, −1 for none (every other tensor is float32) */
 } KernelSpec;
 
 static const KernelSpec SPECS[] = {
-    {"GeluGrad", 2, 1, gelu_grad},
-    {"LayerNorm", 4, 3, layer_norm},
-    {"LayerNormGrad", 5, 3, layer_norm_grad},
-    {"BatchNormTrain", 4, 3, batch_norm_train},
-    {"BatchNormTrainGrad", 5, 3, batch_norm_train_grad},
+    {"GeluGrad", 2, 1, gelu_grad, -1},
+    {"LayerNorm", 4, 3, layer_norm, -1},
+    {"LayerNormGrad", 5, 3, layer_norm_grad, -1},
+    {"BatchNormTrain", 4, 3, batch_norm_train, -1},
+    {"BatchNormTrainGrad", 5, 3, batch_norm_train_grad, -1},
+    {"MaxPool2dGrad", 3, 1, max_pool_grad, 2},
 };
 #define KERNELS (sizeof SPECS / sizeof SPECS[0])
 static OrtCustomOp ops[KERNELS];
@@ -454,6 +508,7 @@ static OrtStatus* compute(void* kernel, OrtKernelContext* ctx) { return ((const 
 static void destroy(void* kernel) { (void)kernel; }
 static const char* name(const OrtCustomOp* op) { return spec(op)->name; }
 static const char* cpu(const OrtCustomOp* op) { (void)op; return "CPUExecutionProvider"; }
+static int input_type(const OrtCustomOp* op, size_t i) { return (int)i == spec(op)->int64_input ? ONNX_INT64 : ONNX_FLOAT; }
 static int float32(const OrtCustomOp* op, size_t i) { (void)op, (void)i; return ONNX_FLOAT; }
 static size_t input_count(const OrtCustomOp* op) { return spec(op)->inputs; }
 static size_t output_count(const OrtCustomOp* op) { return spec(op)->outputs; }
@@ -472,7 +527,7 @@ OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base)
     op->version = 16; /* the V2 entry points (status-returning) and nothing newer */
     op->GetName = name;
     op->GetExecutionProviderType = cpu;
-    op->GetInputType = float32;
+    op->GetInputType = input_type;
     op->GetInputTypeCount = input_count;
     op->GetOutputType = float32;
     op->GetOutputTypeCount = output_count;

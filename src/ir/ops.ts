@@ -57,6 +57,11 @@ export interface OpAttrs {
   conv_transpose2d: ConvAttrs & { outputPadding: Pair };
   /** Outputs: the maxima, and the int64 flat index into the whole input of each (the first maximum in row-major window order). */
   max_pool2d: { kernel: Pair; stride: Pair; padding: Quad };
+  /**
+   * max_pool2d's vector-Jacobian product, inputs [x, g]: each window's cotangent added at its first maximum
+   * (as the forward's indices). One fused kernel where the runtime has it.
+   */
+  max_pool2d_grad: { kernel: Pair; stride: Pair; padding: Quad };
   avg_pool2d: { kernel: Pair; stride: Pair; padding: Quad; countIncludePad: boolean };
   unfold: WindowAttrs;
   fold: WindowAttrs & { outputSize: Pair };
@@ -269,6 +274,16 @@ const maxPool: OpSpec<'max_pool2d'> = {
   },
 };
 
+const maxPoolGrad: OpSpec<'max_pool2d_grad'> = {
+  arity: 2,
+  infer([x, g], a) {
+    const [y] = pool.infer([x!], a);
+    sameDtype([x!, g!]);
+    if (!sameShape(g!.shape, y!.shape)) fail(`max_pool2d_grad: the cotangent ${fmtShape(g!.shape)} must have the pooled shape ${fmtShape(y!.shape)}`);
+    return [x!];
+  },
+};
+
 // ---------------------------------------------------------------- the table
 
 export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
@@ -405,6 +420,7 @@ export const OPS: { readonly [K in OpName]: OpSpec<K> } = {
     },
   },
   max_pool2d: maxPool,
+  max_pool2d_grad: maxPoolGrad,
   avg_pool2d: pool as OpSpec<'avg_pool2d'>,
   unfold: {
     arity: 1,

@@ -456,6 +456,11 @@ export function layerNormGrad(x: Tensor, g: Tensor, mean: Tensor, rstd: Tensor, 
   return [gx!, gw!, gb!];
 }
 
+/** Max pooling's vector-Jacobian product (autodiff's rule for it): g added at each window's first maximum of x. */
+export function maxPool2dGrad(x: Tensor, g: Tensor, attrs: AttrsOf<'max_pool2d'>): Tensor {
+  return emit1('max_pool2d_grad', [x, g], attrs);
+}
+
 /** Train-mode batch norm's vector-Jacobian product (autodiff's rule for it): the cotangents of x, of the weight and of the bias. */
 export function batchNormTrainGrad(x: Tensor, g: Tensor, mean: Tensor, variance: Tensor, weight: Tensor | undefined, eps: number): [Tensor, Tensor, Tensor] {
   const [gx, gw, gb] = emit('batch_norm_train_grad', weight ? [x, g, mean, variance, weight] : [x, g, mean, variance], { epsilon: eps });

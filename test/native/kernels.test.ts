@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { trace } from '../../src/tensor/function.js';
-import { type Tensor, batchNormTrain, constant, layerNorm } from '../../src/tensor/tensor.js';
+import { type Tensor, batchNormTrain, constant, layerNorm, maxPool2d } from '../../src/tensor/tensor.js';
 import { createInferenceRunner, exportInference } from '../../src/backends/passes/export.js';
 import { expectClose, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
 import { NDArray } from '../../src/ir/ndarray.js';
@@ -192,5 +192,25 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     }
     await runner.release();
     expect(onnxOpCount(exportInference(fn, [6, 8], { contribOps: true, kernels: true }).bytes, 'LayerNorm')).toBe(1);
+  });
+  it('max pooling\'s gradient lowers to one MaxPool2dGrad (no Indices output needed), and to ONNX Runtime\'s own ops otherwise; both equal the reference, ties and −∞ included', async () => {
+    const cases: [string, number[], number, number, number][] = [['3×3 s2 p1', [2, 3, 13, 11], 3, 2, 1], ['3×3 s1 p1 (overlapping windows)', [1, 2, 9, 10], 3, 1, 1], ['2×2 s2', [2, 2, 8, 6], 2, 2, 0]];
+    for (const [what, shape, k, stride, padding] of cases) {
+      const x = randn(shape, 44);
+      // ties (rounded values) and −∞ in some windows
+      for (let i = 0; i < x.size; i++) x.data[i] = i % 17 === 0 ? -Infinity : Math.round(x.data[i]! * 2) / 2;
+      const f = (t: Tensor, c: Tensor) => grad(maxPool2d(t, k, { stride, padding }).mul(c).sum(), [t])[0]!;
+      const y = trace((t) => maxPool2d(t, k, { stride, padding }), [{ dtype: 'float32', shape }]).graph.outputs[0]!;
+      const c = randn(y.shape, 45);
+      const graph = trace(f, [{ dtype: 'float32', shape }, { dtype: 'float32', shape: c.shape }]).graph;
+      const fused = toOnnx(graph, { contribOps: true, kernels: true });
+      expect([onnxOpCount(fused, 'MaxPool2dGrad'), onnxOpCount(fused, 'ScatterElements')], what).toEqual([1, 0]);
+      expect(onnxOpCount(toOnnx(graph, { contribOps: true }), 'ScatterElements'), what).toBe(1);
+      const [ref] = runRef(f, [x, c]);
+      const [viaKernel] = await runOrt(f, [x, c], true, library);
+      const [viaOrt] = await runOrt(f, [x, c], true);
+      expectClose(viaKernel!.toFloat64(), ref!.data, 1e-6, `${what}: MaxPool2dGrad`, 1e-6);
+      expectClose(viaOrt!.toFloat64(), ref!.data, 1e-6, `${what}: ONNX Runtime's ops`, 1e-6);
+    }
   });
 });

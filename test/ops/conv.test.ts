@@ -8,7 +8,7 @@ import { NDArray, numel } from '../../src/ir/ndarray.js';
 import { trace } from '../../src/tensor/function.js';
 import {
   type Conv2dOptions, type PoolOptions, type Tensor, type UnfoldOptions,
-  avgPool2d, constant, conv2d, convTranspose2d, emit, fold, maxPool2d, unfold,
+  avgPool2d, constant, conv2d, convTranspose2d, emit, fold, maxPool2d, maxPool2dGrad, unfold,
 } from '../../src/tensor/tensor.js';
 import { checkOp, expectClose, onnxOpCount, randn, runRef } from '../helpers/opcheck.js';
 
@@ -202,6 +202,15 @@ async function vjpBoth(f: (x: Tensor) => Tensor, x: NDArray, gy: NDArray): Promi
   await session.release();
   return [ref, out['output_0']!.toFloat64()];
 }
+
+describe('max_pool2d_grad (max pooling\'s VJP as one op)', () => {
+  it('is linear in g, whose cotangent reads h at each window\'s first maximum; piecewise constant in x', async () => {
+    await checkOp({ fn: (x, g) => maxPool2dGrad(x, g, { kernel: [3, 3], stride: [2, 2], padding: [1, 1, 1, 1] }), inputs: [randn([2, 2, 7, 7], 90), randn([2, 2, 4, 4], 91)] });
+  });
+  it('a cotangent of the wrong shape is a typed error', () => {
+    expect(() => trace((x, g) => maxPool2dGrad(x, g, { kernel: [2, 2], stride: [2, 2], padding: [0, 0, 0, 0] }), [{ dtype: 'float32', shape: [1, 2, 6, 6] }, { dtype: 'float32', shape: [1, 2, 2, 3] }])).toThrow(/max_pool2d_grad.*\[1, 2, 2, 3\].*\[1, 2, 3, 3\]/);
+  });
+});
 
 describe('max_pool2d', () => {
   const cases: [string, number[], number | [number, number], PoolOptions][] = [

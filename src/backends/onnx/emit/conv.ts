@@ -1,8 +1,8 @@
-import { type DType, NDArray } from '../../../ir/ndarray.js';
+import { type DType, NDArray, numel } from '../../../ir/ndarray.js';
 import type { Node, Value } from '../../../ir/graph.js';
 import { type ConvAttrs, type WindowAttrs, isDepthwise, windowOut } from '../../../ir/ops.js';
 import type { EmitContext, OnnxAttr } from '../model.js';
-import { type EmitterTable, NCHWC_DOMAIN, attrsOf } from './types.js';
+import { type EmitterTable, NCHWC_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 
 type Attrs = Readonly<Record<string, OnnxAttr>>;
 
@@ -106,7 +106,7 @@ function nchwcConv(ctx: EmitContext, node: Node, inputs: readonly string[], a: C
   return ctx.node('ReorderOutput', [y!], { channels: { int: o } }, 1, NCHWC_DOMAIN);
 }
 
-export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'avg_pool2d' | 'unfold' | 'fold'> = {
+export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'max_pool2d_grad' | 'avg_pool2d' | 'unfold' | 'fold'> = {
   conv2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'conv2d');
     const blocked = ctx.nchwcBlock && !ctx.isStatic(node.inputs[1]!) ? nchwcConv(ctx, node, inputs, a, ctx.nchwcBlock) : undefined;
@@ -139,6 +139,17 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
   max_pool2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'max_pool2d');
     return ctx.node('MaxPool', inputs, windowAttrs(a.kernel, a), ctx.isUsed(node.outputs[1]!) ? 2 : 1);
+  },
+  // volution's MaxPool2dGrad where the session has it (one task per channel plane, the maxima found
+  // again in x); otherwise MaxPool's Indices output and a ScatterElements adding g there.
+  max_pool2d_grad: (ctx, node, [x, g]) => {
+    const a = attrsOf(node, 'max_pool2d_grad');
+    const { shape } = node.inputs[0]!;
+    if (ctx.fusedKernel(node)) return ctx.node('MaxPool2dGrad', [g!, x!, ctx.ints([...a.kernel, ...a.stride, ...a.padding])], {}, 1, VOLUTION_DOMAIN);
+    const [, indices] = ctx.node('MaxPool', [x!], windowAttrs(a.kernel, a), 2);
+    const flat = (t: string) => ctx.node('Reshape', [t, ctx.ints([-1])])[0]!;
+    const [dx] = ctx.node('ScatterElements', [ctx.filled(node.inputs[0]!.dtype, [numel(shape)], 0), flat(indices!), flat(g!)], { axis: { int: 0 }, reduction: { str: 'add' } });
+    return ctx.node('Reshape', [dx!, ctx.ints(shape)]);
   },
   avg_pool2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'avg_pool2d');

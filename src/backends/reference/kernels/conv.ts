@@ -1,5 +1,5 @@
 import { type WindowAttrs, windowOut } from '../../../ir/ops.js';
-import type { KernelTable } from '../types.js';
+import type { KernelTable, RefArray } from '../types.js';
 import { ref } from './util.js';
 
 /**
@@ -16,7 +16,7 @@ function tapRanges(size: number, count: number, k: number, s: number, p: number,
   });
 }
 
-export const convKernels: KernelTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'avg_pool2d' | 'unfold' | 'fold'> = {
+export const convKernels: KernelTable<'conv2d' | 'conv_transpose2d' | 'max_pool2d' | 'max_pool2d_grad' | 'avg_pool2d' | 'unfold' | 'fold'> = {
   conv2d: ([x, w, b], { stride: [sh, sw], padding: [pt, pl], dilation: [dh, dw], groups }, [out]) => {
     const [n, c, h, wd] = x!.shape as [number, number, number, number];
     const [o, cg, kh, kw] = w!.shape as [number, number, number, number];
@@ -99,18 +99,21 @@ export const convKernels: KernelTable<'conv2d' | 'conv_transpose2d' | 'max_pool2
     const indices = ref(out!.shape);
     let at = 0;
     const values = pool(x!.shape, out!.shape, kh, kw, sh, sw, pt, pl, (base, r0, r1, c0, c1, w) => {
-      let m = -Infinity;
-      let arg = base + r0 * w + c0;
-      for (let r = r0; r < r1; r++) {
-        for (let q = c0; q < c1; q++) {
-          const v = x!.data[base + r * w + q]!;
-          if (v > m) [m, arg] = [v, base + r * w + q];
-        }
-      }
+      const arg = firstMax(x!, base, r0, r1, c0, c1, w);
       indices.data[at++] = arg;
-      return m;
+      // −∞ where nothing is above it (NaNs included)
+      return x!.data[arg]! > -Infinity ? x!.data[arg]! : -Infinity;
     });
     return [values, indices];
+  },
+  max_pool2d_grad: ([x, g], { kernel: [kh, kw], stride: [sh, sw], padding: [pt, pl] }) => {
+    const dx = ref(x!.shape);
+    let at = 0;
+    pool(x!.shape, g!.shape, kh, kw, sh, sw, pt, pl, (base, r0, r1, c0, c1, w) => {
+      dx.data[firstMax(x!, base, r0, r1, c0, c1, w)] += g!.data[at++]!;
+      return 0;
+    });
+    return [dx];
   },
 
   // With countIncludePad the divisor is the full window (windows never reach past the padding).
@@ -135,6 +138,23 @@ export const convKernels: KernelTable<'conv2d' | 'conv_transpose2d' | 'max_pool2
 };
 
 /** Calls fn(window start/end rows and columns, clipped to the input) for every output element of a pooling. */
+/**
+ * The flat index of a window's first maximum in row-major order (strictly greater replaces; NaN
+ * never wins), as ONNX Runtime's MaxPool computes its Indices output; the window's first element
+ * where none is above −∞.
+ */
+function firstMax(x: RefArray, base: number, r0: number, r1: number, c0: number, c1: number, w: number): number {
+  let m = -Infinity;
+  let arg = base + r0 * w + c0;
+  for (let r = r0; r < r1; r++) {
+    for (let q = c0; q < c1; q++) {
+      const v = x.data[base + r * w + q]!;
+      if (v > m) [m, arg] = [v, base + r * w + q];
+    }
+  }
+  return arg;
+}
+
 function pool(
   shape: readonly number[], outShape: readonly number[], kh: number, kw: number, sh: number, sw: number, pt: number, pl: number,
   fn: (base: number, r0: number, r1: number, c0: number, c1: number, w: number) => number,
