@@ -27,6 +27,7 @@ import {
 import { Rng } from '../../src/rng.js';
 import { trace } from '../../src/tensor/function.js';
 import { expectClose, randn } from '../helpers/opcheck.js';
+import { erf } from '../helpers/erf.js';
 
 const SMALL: Partial<VitConfig> = { img_size: 32, patch_size: 8, embed_dim: 16, depth: 2, num_heads: 2, num_classes: 5 };
 const build = (overrides: Partial<VitConfig>) => createModel('vit', overrides) as VisionTransformer;
@@ -47,24 +48,6 @@ function perturb(model: VisionTransformer, seed: number): void {
 }
 
 // ------------------------------------------------------------------ the ViT equations, in float64
-
-/** erf to ~1e-15 (Taylor series near 0, continued fraction beyond). */
-function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax < 2.5) {
-    let term = ax;
-    let sum = ax;
-    for (let n = 1; n < 60; n++) {
-      term *= (-ax * ax) / n;
-      sum += term / (2 * n + 1);
-    }
-    return Math.sign(x) * ((2 / Math.sqrt(Math.PI)) * sum);
-  }
-  // erfc(x) = exp(−x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
-  let f = ax;
-  for (let n = 60; n >= 1; n--) f = ax + n / 2 / f;
-  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f);
-}
 
 type Mat = number[][];
 

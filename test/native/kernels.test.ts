@@ -1,5 +1,5 @@
 /**
- * volution's fused backward kernels, run through the C-API session, against
+ * volution's fused kernels, run through the C-API session, against
  * float64 formulas; and the lowering that uses them.
  */
 import { describe, expect, it } from 'vitest';
@@ -12,25 +12,9 @@ import { NDArray } from '../../src/ir/ndarray.js';
 import { kernelLibrary } from '../../src/backends/ort/kernels.js';
 import { NativeOrtSession } from '../../src/backends/ort/native.js';
 import { kernelModel, toOnnx } from '../../src/backends/onnx/model.js';
+import { erf } from '../helpers/erf.js';
 
 const library = kernelLibrary();
-
-/** erf in float64, independent of the kernel's approximation: Taylor series near 0, a continued fraction for erfc beyond. */
-function erf(x: number): number {
-  const a = Math.abs(x);
-  if (a < 2.5) {
-    let term = a;
-    let sum = a;
-    for (let n = 1; n < 60; n++) {
-      term *= (-a * a) / n;
-      sum += term / (2 * n + 1);
-    }
-    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  let f = a;
-  for (let k = 60; k >= 1; k--) f = a + k / 2 / f; // erfc(a) = e^(−a²)/√π / (a + (1/2)/(a + 1/(a + (3/2)/(a + …))))
-  return Math.sign(x) * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / f);
-}
 
 describe.runIf(library !== undefined || process.env.CI === 'true')('native kernels (C-API session)', () => {
   it('the kernel library builds with the system C compiler', () => {

@@ -1,5 +1,5 @@
 import { RuntimeFailure } from '../../../errors.js';
-import { numel } from '../../../ir/ndarray.js';
+import { type DType, numel } from '../../../ir/ndarray.js';
 import { normAxis } from '../../../ir/ops.js';
 import type { EmitContext } from '../model.js';
 import type { EmitterTable } from './types.js';
@@ -8,6 +8,9 @@ import { MS_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 const flag = (b: boolean) => ({ int: b ? 1 : 0 });
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 const reshape = (ctx: EmitContext, t: string, to: readonly number[]) => ctx.node('Reshape', [t, ctx.ints(to)])[0]!;
+/** A layer norm's weight or bias as the kernels take it: one vector over the normalised axes (filled with `fill` where absent). */
+const featureVector = (ctx: EmitContext, t: string | undefined, normShape: readonly number[], dtype: DType, fill: number) =>
+  t ? (normShape.length === 1 ? t : reshape(ctx, t, [numel(normShape)])) : ctx.filled(dtype, [numel(normShape)], fill);
 /** The axes a batch norm reduces over: all of [N, C, ...] but the channels. */
 const channelStatAxes = (rank: number) => [0, ...range(2, rank)];
 
@@ -39,12 +42,11 @@ export const nnEmitters: EmitterTable<
     // Mean and 1/std only when a backward pass reads them: writing them costs ORT's kernel about a quarter more time.
     const stats = ctx.isUsed(mean) || ctx.isUsed(rstd);
     if (ctx.fusedKernel(node)) {
-      const features = numel(normShape);
-      const param = (t: string | undefined, fill: number) => (t ? (normShape.length === 1 ? t : reshape(ctx, t, [features])) : ctx.filled(dtype, [features], fill));
       // Several normalised axes: a view of rows (any batch), and back to x's own shape at run time.
       const several = ax < shape.length - 1;
-      const flat = several ? reshape(ctx, x!, [-1, features]) : x!;
-      const [y, m, r] = ctx.node('LayerNorm', [flat, param(w, 1), param(b, 0), ctx.scalar(epsilon, dtype)], {}, 3, VOLUTION_DOMAIN);
+      const flat = several ? reshape(ctx, x!, [-1, numel(normShape)]) : x!;
+      const params = [featureVector(ctx, w, normShape, dtype, 1), featureVector(ctx, b, normShape, dtype, 0)];
+      const [y, m, r] = ctx.node('LayerNorm', [flat, ...params, ctx.scalar(epsilon, dtype)], {}, 3, VOLUTION_DOMAIN);
       const out = several ? ctx.node('Reshape', [y!, ctx.node('Shape', [x!])[0]!])[0]! : y!;
       // The kernel's statistics are one per row; a backward pass (fixed shapes) reads them in x's rank.
       const statShape = shape.map((d, i) => (i < ax ? d : 1));
@@ -68,8 +70,7 @@ export const nnEmitters: EmitterTable<
     const normShape = shape.slice(ax);
     if (ctx.fusedKernel(node)) {
       const flat = ax === shape.length - 1 ? (t: string) => t : (t: string) => reshape(ctx, t, [rows, features]);
-      const weight = w ? (normShape.length === 1 ? w : reshape(ctx, w, [features])) : ctx.filled(dtype, [features], 1);
-      const outs = ctx.node('LayerNormGrad', [flat(g!), flat(x!), mean!, rstd!, weight], {}, 3, VOLUTION_DOMAIN);
+      const outs = ctx.node('LayerNormGrad', [flat(g!), flat(x!), mean!, rstd!, featureVector(ctx, w, normShape, dtype, 1)], {}, 3, VOLUTION_DOMAIN);
       return ax === shape.length - 1 ? outs : [reshape(ctx, outs[0]!, shape), reshape(ctx, outs[1]!, normShape), reshape(ctx, outs[2]!, normShape)];
     }
     const outs: string[] = [];
