@@ -4,9 +4,8 @@
  * gradient kernels, so without these a GELU or layer-norm backward is a chain
  * of full passes over memory (eight for GELU, six for layer norm), and
  * train-mode batch norm takes four passes forward and about six backward.
- * The ONNX lowerings of the IR ops gelu_grad, layer_norm_grad,
- * batch_norm_train and batch_norm_train_grad use them (FUSED_KERNELS in
- * src/backends/onnx/emit/types.ts).
+ * The ONNX lowerings of the IR ops listed in FUSED_KERNELS
+ * (src/backends/onnx/emit/types.ts) use them.
  *
  * Only the C ABI of ONNX Runtime is used: the OrtApi function table and the
  * OrtCustomOp struct are append-only, so the indices and fields below hold for
@@ -135,43 +134,70 @@ static inline float exp_f32(float x) {
   return p * scale;
 }
 
-/* erfc(z) for z ≥ 0 as t·e^(−z² + P(t)), t = 1/(1 + z/2): Chebyshev fit, relative error below 1.2e-7 for all z ≥ 0. */
-static inline float erfc_nonneg(float z, float exp_neg_z2) {
-  float t = 1.0f / (1.0f + 0.5f * z);
-  float p = 0.17087277f;
-  p = p * t - 0.82215223f;
-  p = p * t + 1.48851587f;
-  p = p * t - 1.13520398f;
-  p = p * t + 0.27886807f;
-  p = p * t - 0.18628806f;
-  p = p * t + 0.09678418f;
-  p = p * t + 0.37409196f;
-  p = p * t + 1.00002368f;
-  p = p * t - 1.26551223f;
-  return t * exp_neg_z2 * exp_f32(p);
+/* Φ(x), the standard normal CDF, and e^(−x²/2) (GELU's backward needs both). Φ(−|x|) = erfc(|x|/√2)/2 by
+ * Abramowitz & Stegun 7.1.26: erfc(z) ≈ t·P(t)·e^(−z²), t = 1/(1 + p·z), absolute error below 1.5e-7. */
+typedef struct {
+  float cdf, exp_neg_half_x2;
+} Normal;
+
+static inline Normal normal(float x) {
+  float z = fabsf(x) * 0.70710678118654752f;
+  z = z < 10.0f ? z : 10.0f; /* past 10, e^(−z²) underflows float32 anyway */
+  float e = exp_f32(-z * z);
+  float t = 1.0f / (1.0f + 0.3275911f * z);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  float tail = 0.5f * p * t * e;
+  return (Normal){x < 0.0f ? tail : 1.0f - tail, e};
 }
 
-/* --- GeluGrad(dy, x) → dx = dy·(Φ(x) + x·φ(x)), exact (erf) GELU -------- */
+/* --- Gelu(x) → x·Φ(x) and GeluGrad(dy, x) → dy·(Φ(x) + x·φ(x)), exact (erf) GELU ---
+ * Compute-bound even at 16 floats a vector. ONNX Runtime's contrib Gelu took 1.5× this one's time
+ * (1.5 against 1.0 ms at 8×768×14×14, one thread, inside a session). */
+
+/* GCC otherwise keeps to 32-byte vectors on AVX-512 machines; GELU is compute-bound and gains from 64 bytes
+ * (the memory-bound kernels measured no faster, layer norm's slower). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define WIDE_VECTORS __attribute__((target("prefer-vector-width=512")))
+#else
+#define WIDE_VECTORS
+#endif
 
 #define GELU_BLOCK 16384
 typedef struct {
-  const float* dy;
+  const float* dy; /* NULL for the forward */
   const float* x;
-  float* dx;
+  float* out;
   size_t n;
 } GeluJob;
 
-static void gelu_grad_block(void* p, size_t b) {
+WIDE_VECTORS static void gelu_block(void* p, size_t b) {
+  const GeluJob* j = p;
+  size_t lo = b * GELU_BLOCK, hi = lo + GELU_BLOCK < j->n ? lo + GELU_BLOCK : j->n;
+  for (size_t i = lo; i < hi; i++) j->out[i] = j->x[i] * normal(j->x[i]).cdf;
+}
+
+WIDE_VECTORS static void gelu_grad_block(void* p, size_t b) {
   const GeluJob* j = p;
   size_t lo = b * GELU_BLOCK, hi = lo + GELU_BLOCK < j->n ? lo + GELU_BLOCK : j->n;
   for (size_t i = lo; i < hi; i++) {
     float v = j->x[i];
-    float z = (v < 0.0f ? -v : v) * 0.70710678118654752f; /* |x|/√2 */
-    float e = exp_f32(-z * z);                              /* e^(−x²/2) */
-    float tail = 0.5f * erfc_nonneg(z, e);                  /* Φ(−|x|) */
-    float cdf = v < 0.0f ? tail : 1.0f - tail;
-    j->dx[i] = j->dy[i] * (cdf + v * 0.39894228040143268f * e); /* φ(x) = e^(−x²/2)/√(2π) */
+    Normal n = normal(v);
+    j->out[i] = j->dy[i] * (n.cdf + v * 0.39894228040143268f * n.exp_neg_half_x2); /* φ(x) = e^(−x²/2)/√(2π) */
   }
+}
+
+static OrtStatus* gelu(void* kernel, OrtKernelContext* ctx) {
+  (void)kernel;
+  Tensor x;
+  float* y;
+  OrtStatus* s;
+  if ((s = input(ctx, 0, &x)) || (s = output(ctx, 0, x.dims, x.rank, &y))) return s;
+  GeluJob job = {NULL, x.data, y, x.count};
+  return parallel_for(ctx, gelu_block, (x.count + GELU_BLOCK - 1) / GELU_BLOCK, &job);
 }
 
 static OrtStatus* gelu_grad(void* kernel, OrtKernelContext* ctx) {
@@ -488,6 +514,7 @@ typedef struct {
 } KernelSpec;
 
 static const KernelSpec SPECS[] = {
+    {"Gelu", 1, 1, gelu, -1},
     {"GeluGrad", 2, 1, gelu_grad, -1},
     {"LayerNorm", 4, 3, layer_norm, -1},
     {"LayerNormGrad", 5, 3, layer_norm_grad, -1},

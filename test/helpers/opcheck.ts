@@ -138,7 +138,16 @@ export async function checkOp(c: OpCheck): Promise<RefArray[]> {
 
 /** How many nodes of `opType` a serialized ONNX model holds (read from NodeProto.op_type, field 4, so node and value names never count). */
 export function onnxOpCount(model: Uint8Array, opType: string): number {
-  const field = Buffer.from([0x22, opType.length, ...Buffer.from(opType)]);
+  return countField(model, 0x22, opType);
+}
+
+/** How many nodes of operator domain `domain` a serialized ONNX model holds (NodeProto.domain, field 7; the opset imports' field 1 never counts). */
+export function onnxDomainCount(model: Uint8Array, domain: string): number {
+  return countField(model, 0x3a, domain);
+}
+
+function countField(model: Uint8Array, tag: number, text: string): number {
+  const field = Buffer.from([tag, text.length, ...Buffer.from(text)]);
   const bytes = Buffer.from(model);
   let n = 0;
   for (let at = bytes.indexOf(field); at >= 0; at = bytes.indexOf(field, at + field.length)) n++;

@@ -5,9 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/grad.js';
 import { trace } from '../../src/tensor/function.js';
-import { type Tensor, batchNormTrain, constant, layerNorm, maxPool2d } from '../../src/tensor/tensor.js';
+import { Parameter, type Tensor, batchNormTrain, constant, conv2d, layerNorm, maxPool2d } from '../../src/tensor/tensor.js';
 import { createInferenceRunner, exportInference } from '../../src/backends/passes/export.js';
-import { expectClose, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
+import { expectClose, onnxDomainCount, onnxOpCount, randn, runOrt, runRef } from '../helpers/opcheck.js';
 import { NDArray } from '../../src/ir/ndarray.js';
 import { kernelLibrary } from '../../src/backends/ort/kernels.js';
 import { NativeOrtSession } from '../../src/backends/ort/native.js';
@@ -21,24 +21,29 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     expect(library).toBeDefined();
   });
 
-  it('GeluGrad: dy·(Φ(x) + x·φ(x)) within float32 rounding, over the tails too', () => {
-    const n = 4001;
+  it('Gelu and GeluGrad: x·Φ(x) and dy·(Φ(x) + x·φ(x)) within 5e-7, over the tails too and across blocks', () => {
+    const n = 40001; // more than two of the kernels' blocks, and a tail shorter than a vector
     const x = NDArray.float32([n]);
     const dy = NDArray.float32([n]);
     for (let i = 0; i < n; i++) {
       x.data[i] = -20 + (40 * i) / (n - 1);
       dy.data[i] = Math.cos(i);
     }
-    const session = NativeOrtSession.create(kernelModel('GeluGrad', [['dy', [n]], ['x', [n]]], [['dx', [n]]]), library!, { threads: 2 });
-    const { dx } = session.run({ dy, x });
-    session.release();
-    let worst = 0;
+    const forward = NativeOrtSession.create(kernelModel('Gelu', [['x', [n]]], [['y', [n]]]), library!, { threads: 2 });
+    const backward = NativeOrtSession.create(kernelModel('GeluGrad', [['dy', [n]], ['x', [n]]], [['dx', [n]]]), library!, { threads: 2 });
+    const { y } = forward.run({ x });
+    const { dx } = backward.run({ dy, x });
+    forward.release();
+    backward.release();
+    let [worstY, worstDx] = [0, 0];
     for (let i = 0; i < n; i++) {
       const v = x.data[i]!;
-      const ref = dy.data[i]! * (0.5 * (1 + erf(v / Math.SQRT2)) + (v * Math.exp(-v * v / 2)) / Math.sqrt(2 * Math.PI));
-      worst = Math.max(worst, Math.abs(dx!.data[i] as number - ref));
+      const cdf = 0.5 * (1 + erf(v / Math.SQRT2));
+      worstY = Math.max(worstY, Math.abs(y!.data[i] as number - v * cdf));
+      worstDx = Math.max(worstDx, Math.abs(dx!.data[i] as number - dy.data[i]! * (cdf + (v * Math.exp(-v * v / 2)) / Math.sqrt(2 * Math.PI))));
     }
-    expect(worst).toBeLessThan(5e-7);
+    expect(worstY).toBeLessThan(5e-7);
+    expect(worstDx).toBeLessThan(5e-7);
   });
 
   it('LayerNormGrad: dx, dγ and dβ of a layer norm over the last axis, across row blocks', () => {
@@ -98,21 +103,47 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     session.release();
   });
 
-  it('gelu\'s gradient lowers to the fused kernel in a session that has it, and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
+  it('gelu and its gradient lower to the fused kernels in a session that has them, and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
     const x = randn([4, 32, 40], 30, 3); // 5120 elements: large enough for the chain's GatedAdd
     const c = randn([4, 32, 40], 31);
-    const f = (t: Tensor, u: Tensor) => grad(t.gelu().mul(u).sum(), [t])[0]!;
+    const f = (t: Tensor, u: Tensor) => {
+      const y = t.gelu();
+      return [y, grad(y.mul(u).sum(), [t])[0]!];
+    };
     const graph = trace(f, [{ dtype: 'float32', shape: x.shape }, { dtype: 'float32', shape: c.shape }]).graph;
     const fused = toOnnx(graph, { contribOps: true, kernels: true });
     const chain = toOnnx(graph, { contribOps: true });
-    expect([onnxOpCount(fused, 'GeluGrad'), onnxOpCount(fused, 'Erf')]).toEqual([1, 0]);
-    expect([onnxOpCount(chain, 'GeluGrad'), onnxOpCount(chain, 'Erf'), onnxOpCount(chain, 'GatedAdd')]).toEqual([0, 1, 1]);
-    const [ref] = runRef(f, [x, c]);
-    const [viaKernel] = await runOrt(f, [x, c], true, library);
-    const [viaChain] = await runOrt(f, [x, c], true);
-    expectClose(viaKernel!.toFloat64(), ref!.data, 1e-5, 'fused GeluGrad vs reference', 1e-6);
-    expectClose(viaChain!.toFloat64(), ref!.data, 1e-5, 'ONNX Runtime chain vs reference', 1e-6);
+    const ops = (model: Uint8Array) => ['Gelu', 'GeluGrad', 'Erf'].map((op) => onnxOpCount(model, op));
+    expect(ops(fused)).toEqual([1, 1, 0]);
+    expect(ops(chain)).toEqual([1, 0, 1]); // ONNX Runtime's contrib Gelu, and the backward's chain
+    expect(onnxOpCount(chain, 'GatedAdd')).toBe(1);
+    const ref = runRef(f, [x, c]);
+    const viaKernel = await runOrt(f, [x, c], true, library);
+    const viaChain = await runOrt(f, [x, c], true);
+    ref.forEach((r, i) => {
+      expectClose(viaKernel[i]!.toFloat64(), r.data, 1e-5, `fused Gelu/GeluGrad vs reference (output ${i})`, 1e-6);
+      expectClose(viaChain[i]!.toFloat64(), r.data, 1e-5, `ONNX Runtime's ops vs reference (output ${i})`, 1e-6);
+    });
   });
+  it('gelu keeps ONNX Runtime\'s own Gelu where ONNX Runtime fuses it with its producer: a bias add read only by the Gelu, a convolution with constant weights', () => {
+    const param = (shape: number[], seed: number, name: string) => new Parameter(randn(shape, seed).astype('float32'), { name });
+    const [w, k, b, m] = [param([8, 4, 3, 3], 40, 'w'), param([8, 8], 41, 'k'), param([8], 42, 'b'), param([8, 8], 43, 'm')];
+    // conv → Gelu (NCHWc passes through ORT's), linear with bias → Gelu (BiasGelu), a product without bias → Gelu (volution's)
+    const fn = (x: Tensor | undefined) => conv2d(x!, w, undefined, { padding: 1 }).gelu().mean([2, 3]).matmul(k).add(b).gelu().matmul(m).gelu();
+    const { bytes } = exportInference(fn, [4, 6, 6], { contribOps: true, kernels: true });
+    expect([onnxOpCount(bytes, 'Gelu'), onnxDomainCount(bytes, 'ai.volution'), onnxDomainCount(bytes, 'com.microsoft')]).toEqual([3, 1, 2]);
+    // In training the bias add is read again by gelu's gradient, so there is nothing for ONNX Runtime to fuse.
+    const wt = param([6, 6], 44, 'wt');
+    const bt = param([6], 45, 'bt');
+    const step = (x: Tensor) => {
+      const loss = x.matmul(wt).add(bt).gelu().sum();
+      return [loss, grad(loss, [wt])[0]!];
+    };
+    const trained = trace(step, [{ dtype: 'float32', shape: [5, 6] }]).graph;
+    const model = toOnnx(trained, { contribOps: true, kernels: true, params: 'inputs' });
+    expect([onnxOpCount(model, 'Gelu'), onnxOpCount(model, 'GeluGrad'), onnxDomainCount(model, 'ai.volution')]).toEqual([1, 1, 2]);
+  });
+
   it('layer norm and its gradient lower to one LayerNorm and one LayerNormGrad (over the last axis, or a view of several), and to ONNX Runtime\'s own ops otherwise; both equal the reference', async () => {
     const fwdBwd = (x: Tensor, w: Tensor | undefined, b: Tensor | undefined, k: Tensor, wrt: Tensor[]) => {
       const y = layerNorm(x, w, b, 1e-5, w ? w.rank : 1);

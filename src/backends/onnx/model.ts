@@ -99,12 +99,12 @@ export class EmitContext {
   private current: Node | undefined;
 
   /**
-   * @param used the values some emitted node or graph output reads (lowerings skip optional outputs nobody reads)
+   * @param uses how many emitted nodes and graph outputs read each value (lowerings skip optional outputs nobody reads)
    * @param prefix of the names it makes (a graph and its subgraphs share one namespace)
    */
   constructor(
     private readonly opts: Pick<EmitOptions, 'contribOps' | 'nchwcBlock' | 'kernels' | 'params' | 'shapeTargets'> = {},
-    private readonly used?: ReadonlySet<Value>,
+    private readonly uses?: ReadonlyMap<Value, number>,
     private readonly prefix = '',
   ) {
     this.contribOps = opts.contribOps ?? false;
@@ -144,7 +144,12 @@ export class EmitContext {
 
   /** Whether anything reads `v` (true when unknown). */
   isUsed(v: Value): boolean {
-    return this.used?.has(v) ?? true;
+    return this.uses?.has(v) ?? true;
+  }
+
+  /** How many nodes and graph outputs read `v` (undefined when unknown). */
+  useCount(v: Value): number | undefined {
+    return this.uses && (this.uses.get(v) ?? 0);
   }
 
   name(v: Value): string {
@@ -297,7 +302,7 @@ function emissionOf(graph: Graph, opts: EmitOptions): { live: Node[]; uses: Map<
   const live = graph.liveNodes();
   const uses = new Map<Value, number>();
   for (const v of [...live.flatMap((n) => n.inputs), ...graph.outputs]) uses.set(v, (uses.get(v) ?? 0) + 1);
-  const ctx = new EmitContext(opts, new Set(uses.keys()));
+  const ctx = new EmitContext(opts, uses);
   const shapeOf = (v: Value) => {
     const sym = opts.symbolicDims?.get(v);
     return v.shape.map((d, i) => sym?.get(i) ?? d);

@@ -11,7 +11,7 @@ export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 export const VOLUTION_DOMAIN = 'ai.volution';
 
 /** The IR ops whose lowering uses one of volution's fused kernels (float32 only) where the session loads them. */
-const FUSED_KERNELS: ReadonlySet<OpName> = new Set<OpName>(['gelu_grad', 'layer_norm', 'layer_norm_grad', 'batch_norm_train', 'batch_norm_train_grad', 'max_pool2d_grad']);
+const FUSED_KERNELS: ReadonlySet<OpName> = new Set<OpName>(['gelu', 'gelu_grad', 'layer_norm', 'layer_norm_grad', 'batch_norm_train', 'batch_norm_train_grad', 'max_pool2d_grad']);
 
 /** Whether `node` has a fused kernel (its lowering then uses it in a session that loads the kernel library). */
 export const hasFusedKernel = (node: Node): boolean => FUSED_KERNELS.has(node.op) && node.outputs[0]!.dtype === 'float32';
