@@ -208,6 +208,18 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     await runner.release();
     expect(onnxOpCount(exportInference(fn, [6, 8], { contribOps: true, kernels: true }).bytes, 'LayerNorm')).toBe(1);
   });
+  it('a run returns new arrays: ONNX Runtime writes static-shape outputs straight into them, and a later run leaves them alone', () => {
+    const n = 40;
+    const session = NativeOrtSession.create(kernelModel('Gelu', [['x', [n]]], [['y', [n]]]), library!, { threads: 1 });
+    const ones = NDArray.float32([n], new Array<number>(n).fill(1));
+    const first = session.run({ x: ones }).y!;
+    const second = session.run({ x: NDArray.float32([n]) }).y!; // GELU(0) = 0
+    session.release();
+    expect(first.data).not.toBe(second.data);
+    expect([first.data[0], first.data[n - 1]].map((v) => Number(v).toFixed(6))).toEqual(['0.841345', '0.841345']); // Φ(1)
+    expect([...second.data].every((v) => v === 0)).toBe(true);
+  });
+
   it('max pooling\'s gradient lowers to one MaxPool2dGrad (no Indices output needed), and to ONNX Runtime\'s own ops otherwise; both equal the reference, ties and −∞ included', async () => {
     const cases: [string, number[], number, number, number][] = [['3×3 s2 p1', [2, 3, 13, 11], 3, 2, 1], ['3×3 s1 p1 (overlapping windows)', [1, 2, 9, 10], 3, 1, 1], ['2×2 s2', [2, 2, 8, 6], 2, 2, 0]];
     for (const [what, shape, k, stride, padding] of cases) {

@@ -32,9 +32,11 @@ const API = {
   SessionGetInputCount: 30,
   SessionGetOutputCount: 31,
   SessionGetInputName: 36,
+  SessionGetOutputTypeInfo: 34,
   SessionGetOutputName: 37,
   CreateTensorWithDataAsOrtValue: 49,
   GetTensorMutableData: 51,
+  CastTypeInfoToTensorInfo: 55,
   GetTensorElementType: 60,
   GetDimensionsCount: 61,
   GetDimensions: 62,
@@ -45,6 +47,7 @@ const API = {
   ReleaseStatus: 93,
   ReleaseSession: 95,
   ReleaseValue: 96,
+  ReleaseTypeInfo: 98,
   ReleaseTensorTypeAndShapeInfo: 99,
   ReleaseSessionOptions: 100,
   AddSessionConfigEntry: 130,
@@ -114,6 +117,12 @@ let ortC: OrtC | undefined;
 
 const ELEMENT = new Map(Object.entries(ONNX_DTYPE_CODE).map(([dtype, code]) => [code, dtype as DType]));
 
+/** An output's type where the model fixes every dimension. */
+interface StaticOutput {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
 /** An ONNX Runtime session created through the C API, with volution's kernel library registered. */
 export class NativeOrtSession {
   private constructor(
@@ -121,6 +130,8 @@ export class NativeOrtSession {
     private session: unknown,
     readonly inputNames: readonly string[],
     readonly outputNames: readonly string[],
+    /** Per output: its type where static (ONNX Runtime then writes straight into a JavaScript array), else undefined. */
+    private readonly staticOutputs: readonly (StaticOutput | undefined)[],
   ) {}
 
   static create(model: Uint8Array, library: string, opts: OrtOptions = {}): NativeOrtSession {
@@ -149,32 +160,40 @@ export class NativeOrtSession {
     };
     const inputs = Array.from({ length: count(API.SessionGetInputCount) }, (_, i) => c.name(session, i, true));
     const outputs = Array.from({ length: count(API.SessionGetOutputCount) }, (_, i) => c.name(session, i, false));
-    return new NativeOrtSession(c, session, inputs, outputs);
+    return new NativeOrtSession(c, session, inputs, outputs, outputs.map((_, i) => staticOutput(c, session, i)));
   }
 
-  /** Runs with feeds by input name; returns outputs by name (copied out of ONNX Runtime's memory). */
+  /**
+   * Runs with feeds by input name; returns outputs by name. ONNX Runtime writes
+   * an output of static shape straight into the JavaScript array returned;
+   * others are copied out of its memory.
+   */
   run(feeds: Readonly<Record<string, NDArray>>): Record<string, NDArray> {
     const { c } = this;
     const values: unknown[] = [];
     const outputs: unknown[] = this.outputNames.map(() => null);
+    const bound = this.staticOutputs.map((o) => o && new NDArray(o.dtype, o.shape));
     try {
-      for (const name of this.inputNames) {
-        const a = feeds[name]!; // OrtSession.run checked every input is there
-        const out: unknown[] = [null];
-        const shape = BigInt64Array.from(a.shape.map(BigInt));
-        c.check(c.fn(API.CreateTensorWithDataAsOrtValue, 'void* f(void*, void*, size_t, const int64_t*, size_t, int, _Out_ void**)')(c.cpu, a.data, a.data.byteLength, shape, a.shape.length, ONNX_DTYPE_CODE[a.dtype], out));
-        values.push(out[0]);
-      }
+      for (const name of this.inputNames) values.push(this.wrap(feeds[name]!)); // OrtSession.run checked every input is there
+      bound.forEach((a, i) => a && (outputs[i] = this.wrap(a)));
       const t0 = performance.now();
       c.check(c.fn(API.Run, 'void* f(void*, void*, const char**, void**, size_t, const char**, size_t, _Inout_ void**)')(this.session, null, this.inputNames, values, values.length, this.outputNames, outputs.length, outputs));
       const t1 = performance.now();
       const res: Record<string, NDArray> = {};
-      this.outputNames.forEach((name, i) => (res[name] = this.read(outputs[i])));
+      this.outputNames.forEach((name, i) => (res[name] = bound[i] ?? this.read(outputs[i])));
       debug(2, `ort (C API): run ${(t1 - t0).toFixed(1)} ms, outputs read in ${(performance.now() - t1).toFixed(1)} ms`);
       return res;
     } finally {
       for (const v of [...values, ...outputs]) if (v) c.fn(API.ReleaseValue, 'void f(void*)')(v);
     }
+  }
+
+  /** An OrtValue over `a`'s own memory (no copy; valid while `a` is). */
+  private wrap(a: NDArray): unknown {
+    const out: unknown[] = [null];
+    const shape = BigInt64Array.from(a.shape.map(BigInt));
+    this.c.check(this.c.fn(API.CreateTensorWithDataAsOrtValue, 'void* f(void*, void*, size_t, const int64_t*, size_t, int, _Out_ void**)')(this.c.cpu, a.data, a.data.byteLength, shape, a.shape.length, ONNX_DTYPE_CODE[a.dtype], out));
+    return out[0];
   }
 
   private read(value: unknown): NDArray {
@@ -205,5 +224,28 @@ export class NativeOrtSession {
   release(): void {
     if (this.session) this.c.fn(API.ReleaseSession, 'void f(void*)')(this.session);
     this.session = null;
+  }
+}
+
+/** Output `index`'s dtype and shape where the model fixes every dimension (and it holds data); else undefined. */
+function staticOutput(c: OrtC, session: unknown, index: number): StaticOutput | undefined {
+  const out: unknown[] = [null];
+  c.check(c.fn(API.SessionGetOutputTypeInfo, 'void* f(void*, size_t, _Out_ void**)')(session, index, out));
+  const typeInfo = out[0];
+  try {
+    c.check(c.fn(API.CastTypeInfoToTensorInfo, 'void* f(void*, _Out_ void**)')(typeInfo, out));
+    const info = out[0]; // owned by typeInfo
+    if (!info) return undefined;
+    const n = [0];
+    const type = [0];
+    c.check(c.fn(API.GetTensorElementType, 'void* f(void*, _Out_ int*)')(info, type));
+    c.check(c.fn(API.GetDimensionsCount, 'void* f(void*, _Out_ size_t*)')(info, n));
+    const dims = new BigInt64Array(Number(n[0]));
+    c.check(c.fn(API.GetDimensions, 'void* f(void*, _Out_ int64_t*, size_t)')(info, dims, dims.length));
+    const shape = [...dims].map(Number);
+    const dtype = ELEMENT.get(Number(type[0]));
+    return dtype && shape.every((d) => d > 0) ? { dtype, shape } : undefined;
+  } finally {
+    c.fn(API.ReleaseTypeInfo, 'void f(void*)')(typeInfo);
   }
 }
