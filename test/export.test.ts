@@ -216,6 +216,16 @@ describe('fuseAttention', () => {
     const op = (contribOps: boolean) => exportInference(fn, [5, 8], { contribOps }).graph.graph.liveNodes().filter((n) => n.op === 'self_attention').length;
     expect([op(true), op(false)]).toEqual([2, 0]);
   });
+
+  it('runs in compile() with baked weights: the same values as the reference, each input fed where it belongs', async () => {
+    const fn = (x: Tensor | undefined, s: Tensor | undefined) => model.official.call(model.timm.call(x!)).mul(s!);
+    const [x, s] = [randn(new Rng(7), [2, 5, 8]), randn(new Rng(8), [2, 5, 8])];
+    const fast = compile(fn, { threads: 1 });
+    const [y] = await fast(x, s);
+    await fast.release();
+    const [ref] = await compile(fn, { backend: 'reference' })(x, s);
+    expect(maxRelativeDifference(y!, ref!.astype('float32'))).toBeLessThan(1e-5);
+  });
 });
 
 describe('countMacs', () => {

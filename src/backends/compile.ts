@@ -7,13 +7,14 @@
  */
 import { writeFileSync, renameSync } from 'node:fs';
 import { ShapeError, TraceError, fmtShape } from '../errors.js';
-import type { Value } from '../ir/graph.js';
+import type { Graph, Value } from '../ir/graph.js';
 import { NDArray, allocate, numel } from '../ir/ndarray.js';
 import { type TensorFn, type Traced, paramValues, trace } from '../tensor/function.js';
 import type { InputSpec } from '../tensor/trace.js';
 import { debug } from './debug.js';
 import { type EmitOptions, onnxInputNames, toOnnx, toOnnxLoop } from './onnx/model.js';
 import { kernelsFor } from './ort/kernels.js';
+import { fuseAttention } from './passes/fuse_attention.js';
 import { OrtSession, type OrtOptions, nchwcBlockSize } from './ort/session.js';
 import { fromRef, interpret } from './reference/interpreter.js';
 import { Rng } from '../rng.js';
@@ -56,7 +57,24 @@ interface Entry {
   /** Parameter data objects baked into the session, to detect replaced weights. */
   baked: readonly NDArray[];
   session?: Promise<OrtSession>;
+  /** The ONNX names of the traced inputs, randoms and parameters, in the graph the session runs. */
   names?: Map<Value, string>;
+}
+
+/**
+ * The graph a session runs, its parameter values and the ONNX names of the
+ * traced graph's inputs in it. With baked weights and no random inputs, it
+ * runs as inference does: self-attention fused into ONNX Runtime's contrib
+ * `Attention` kernel (`fuseAttention`), whose rewrite keeps the inputs first
+ * and in order.
+ */
+function sessionGraph(traced: Traced, mode: 'initializers' | 'inputs'): { graph: Graph; params: ReadonlyMap<Value, NDArray>; names: Map<Value, string> } {
+  const source = { graph: traced.graph, params: paramValues(traced) };
+  const fused = mode === 'initializers' && !traced.randoms.length ? fuseAttention(source) : undefined;
+  if (!fused?.fused) return { ...source, names: onnxInputNames(traced.graph) };
+  debug(1, `compile: ${fused.fused} self-attention blocks fused into ONNX Runtime's Attention kernel`);
+  const names = onnxInputNames(fused.graph);
+  return { graph: fused.graph, params: fused.params, names: new Map(traced.inputs.map((v, i) => [v, names.get(fused.graph.inputs[i]!)!])) };
 }
 
 function signature(inputs: readonly NDArray[]): string {
@@ -103,13 +121,17 @@ export function compile(fn: TensorFn, opts: CompileOptions = {}): CompiledFn {
     } else {
       // A graph that updates buffers takes its parameters as inputs: baked ones would go stale after every call.
       const entryMode = traced.updates.length ? 'inputs' : mode;
-      // An in-process session: ORT's contrib kernels are there to use (exportOnnx writes standard ONNX only).
-      const kernels = kernelsFor(traced.graph);
-      e.session ??= nchwcBlockSize().then((nchwcBlock) =>
-        OrtSession.create(toOnnx(traced.graph, { params: entryMode, paramValues: paramValues(traced), contribOps: true, nchwcBlock, kernels: kernels !== undefined }), { ...opts, kernelLibrary: kernels }),
-      );
+      if (!e.session) {
+        // An in-process session: ORT's contrib kernels are there to use (exportOnnx writes standard ONNX only).
+        const { graph, params, names } = sessionGraph(traced, entryMode);
+        const kernels = kernelsFor(graph);
+        e.names = names;
+        e.session = nchwcBlockSize().then((nchwcBlock) =>
+          OrtSession.create(toOnnx(graph, { params: entryMode, paramValues: params, contribOps: true, nchwcBlock, kernels: kernels !== undefined }), { ...opts, kernelLibrary: kernels }),
+        );
+      }
       const session = await e.session;
-      const names = (e.names ??= onnxInputNames(traced.graph));
+      const names = e.names!;
       const feeds: Record<string, NDArray> = {};
       traced.inputs.forEach((v, i) => (feeds[names.get(v)!] = inputs[i]!));
       traced.randoms.forEach((v, i) => (feeds[names.get(v)!] = noise[i]!));

@@ -44,8 +44,9 @@ export function fuseAttention(source: ParamGraph): AttentionFusionResult {
   const match = (out: Node): Match | undefined => {
     if (out.op !== 'reshape' || out.outputs[0]!.shape.length !== 3) return undefined;
     const merge = out.inputs[0]!.producer;
-    const pv = merge?.inputs[0]!.producer;
-    if (!isTranspose(merge, 0, 2, 1, 3) || !once(merge) || pv?.op !== 'matmul' || !once(pv)) return undefined;
+    if (!isTranspose(merge, 0, 2, 1, 3) || !once(merge)) return undefined;
+    const pv = merge.inputs[0]!.producer;
+    if (pv?.op !== 'matmul' || !once(pv)) return undefined;
     const softmax = pv.inputs[0]!.producer;
     if (softmax?.op !== 'softmax' || !once(softmax) || ![3, -1].includes(softmax.attrs.axis as number)) return undefined;
     // (q·s)·kᵀ or (q·kᵀ)·s
@@ -69,7 +70,7 @@ export function fuseAttention(source: ParamGraph): AttentionFusionResult {
     // q, k, v: reshape(slice(t, i..i+1 on axis 0)) of t = transpose(reshape(qkv))
     const parts = [qNode, kT.inputs[0]!.producer, pv.inputs[1]!.producer];
     const slices = parts.map((p) => (p?.op === 'reshape' && once(p) ? p.inputs[0]!.producer : undefined));
-    const split = slices[0]?.inputs[0]!.producer;
+    const split = slices[0]?.inputs[0]?.producer;
     const sliceOk = (s: Node | undefined, i: number) =>
       s?.op === 'slice' && once(s) && s.inputs[0]!.producer === split && (s.attrs.axes as number[]).join() === '0' && (s.attrs.starts as number[])[0] === i && (s.attrs.ends as number[])[0] === i + 1 && (s.attrs.steps as number[])[0] === 1;
     if (!slices.every(sliceOk) || !isTranspose(split, 2, 0, 3, 1, 4) || uses.get(split!.outputs[0]!) !== 3) return undefined;
