@@ -9,10 +9,11 @@
  * `--depth d` (default 4) chains d copies of each shape-preserving op, each
  * with its own parameters, in one graph (and in one PyTorch function), and
  * reports the time per op: what the op costs inside a model or a train
- * step. A single op per graph (`--depth 1`) also pays onnxruntime-node's
- * copy of the whole output into a new JavaScript array on every call (1–3 ms
- * at these sizes, more than the kernel itself for layer norm and GELU), a
- * cost models and train steps pay once for their outputs, not per op.
+ * step. A single op per graph (`--depth 1`) also pays for a new JavaScript
+ * array holding its whole output on every call (page faults on fresh memory,
+ * and onnxruntime-node's copy where the graph has no fused kernel: 0.5–3 ms at
+ * these sizes, as much as the kernel itself for layer norm and GELU), a cost
+ * models and train steps pay once for their outputs, not per op.
  * Max pooling changes the shape and always runs alone.
  *
  *   npx tsx bench/ops.ts [--reps 15] [--threads 1,2] [--depth 4] [--only <regexp over case names>]

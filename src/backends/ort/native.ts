@@ -201,16 +201,9 @@ export class NativeOrtSession {
     const out: unknown[] = [null];
     c.check(c.fn(API.GetTensorTypeAndShape, 'void* f(void*, _Out_ void**)')(value, out));
     const info = out[0];
-    const n = [0];
-    const type = [0];
     try {
-      c.check(c.fn(API.GetTensorElementType, 'void* f(void*, _Out_ int*)')(info, type));
-      c.check(c.fn(API.GetDimensionsCount, 'void* f(void*, _Out_ size_t*)')(info, n));
-      const dims = new BigInt64Array(Number(n[0]));
-      c.check(c.fn(API.GetDimensions, 'void* f(void*, _Out_ int64_t*, size_t)')(info, dims, dims.length));
-      const shape = [...dims].map(Number);
-      const dtype = ELEMENT.get(Number(type[0]));
-      if (!dtype) throw new RuntimeFailure(`ONNX Runtime returned a tensor of element type ${type[0]}, which volution does not read`);
+      const { code, dtype, shape } = tensorType(c, info);
+      if (!dtype) throw new RuntimeFailure(`ONNX Runtime returned a tensor of element type ${code}, which volution does not read`);
       c.check(c.fn(API.GetTensorMutableData, 'void* f(void*, _Out_ void**)')(value, out));
       const result = new NDArray(dtype, shape);
       const bytes = result.data.byteLength;
@@ -227,6 +220,18 @@ export class NativeOrtSession {
   }
 }
 
+/** An OrtTensorTypeAndShapeInfo's element type code, dtype (undefined for one volution does not read) and shape (−1 for a dynamic dimension). */
+function tensorType(c: OrtC, info: unknown): { code: number; dtype: DType | undefined; shape: number[] } {
+  const n = [0];
+  const type = [0];
+  c.check(c.fn(API.GetTensorElementType, 'void* f(void*, _Out_ int*)')(info, type));
+  c.check(c.fn(API.GetDimensionsCount, 'void* f(void*, _Out_ size_t*)')(info, n));
+  const dims = new BigInt64Array(Number(n[0]));
+  c.check(c.fn(API.GetDimensions, 'void* f(void*, _Out_ int64_t*, size_t)')(info, dims, dims.length));
+  const code = Number(type[0]);
+  return { code, dtype: ELEMENT.get(code), shape: [...dims].map(Number) };
+}
+
 /** Output `index`'s dtype and shape where the model fixes every dimension (and it holds data); else undefined. */
 function staticOutput(c: OrtC, session: unknown, index: number): StaticOutput | undefined {
   const out: unknown[] = [null];
@@ -234,16 +239,8 @@ function staticOutput(c: OrtC, session: unknown, index: number): StaticOutput | 
   const typeInfo = out[0];
   try {
     c.check(c.fn(API.CastTypeInfoToTensorInfo, 'void* f(void*, _Out_ void**)')(typeInfo, out));
-    const info = out[0]; // owned by typeInfo
-    if (!info) return undefined;
-    const n = [0];
-    const type = [0];
-    c.check(c.fn(API.GetTensorElementType, 'void* f(void*, _Out_ int*)')(info, type));
-    c.check(c.fn(API.GetDimensionsCount, 'void* f(void*, _Out_ size_t*)')(info, n));
-    const dims = new BigInt64Array(Number(n[0]));
-    c.check(c.fn(API.GetDimensions, 'void* f(void*, _Out_ int64_t*, size_t)')(info, dims, dims.length));
-    const shape = [...dims].map(Number);
-    const dtype = ELEMENT.get(Number(type[0]));
+    if (!out[0]) return undefined; // not a tensor; the info is owned by typeInfo
+    const { dtype, shape } = tensorType(c, out[0]);
     return dtype && shape.every((d) => d > 0) ? { dtype, shape } : undefined;
   } finally {
     c.fn(API.ReleaseTypeInfo, 'void f(void*)')(typeInfo);
