@@ -222,6 +222,11 @@ export class EmitContext {
     return this.constant(NDArray.int64([vs.length], vs), 'shape');
   }
 
+  /** `t` reshaped to a fixed `shape` (−1 inferred). */
+  reshape(t: string, shape: readonly number[]): string {
+    return this.node('Reshape', [t, this.ints(shape)])[0]!;
+  }
+
   scalar(v: number, dtype: DType): string {
     const a = dtype === 'float64' ? NDArray.float64([], [v]) : dtype === 'int64' ? NDArray.int64([], [v]) : NDArray.float32([], [v]);
     return this.constant(a, 'scalar');
@@ -428,7 +433,7 @@ export function toOnnxLoop(graph: Graph, opts: EmitOptions, loop: LoopSpec): Uin
     const shape = graph.outputs[out]!.shape;
     const same = sameShape(shape, v.shape);
     bodyInputs.push(valueInfo(`state.${name}`, v.dtype, shape));
-    ctx.bind(v, same ? `state.${name}` : ctx.node('Reshape', [`state.${name}`, ctx.ints(v.shape)])[0]!);
+    ctx.bind(v, same ? `state.${name}` : ctx.reshape(`state.${name}`, v.shape));
     return same ? name : outer.node('Reshape', [name, outer.ints(shape)])[0]!;
   });
   emitNodes(graph, emission, opts);

@@ -51,7 +51,7 @@ function blockedImages(ctx: EmitContext, v: Value, block: number): string | unde
   const [n, c, h, w] = src.shape as [number, number, number, number];
   const [images, one, vh, vw] = v.shape as [number, number, number, number];
   if (c % block !== 0 || images !== n * c || one !== 1 || vh !== h || vw !== w) return undefined;
-  return ctx.node('Reshape', [ctx.nchwc(ctx.name(src)), ctx.ints(v.shape)])[0]!;
+  return ctx.reshape(ctx.nchwc(ctx.name(src)), v.shape);
 }
 
 /**
@@ -65,15 +65,15 @@ function blockedFilter(ctx: EmitContext, wv: Value, w: string, [o, cg, kh, kw]: 
   if (layout === 'depthwise') {
     const shared = blockedImages(ctx, wv, block);
     if (shared) return shared;
-    const [image] = ctx.node('Reshape', [w, ctx.ints([1, o, kh, kw])]);
-    const [reordered] = ctx.node('ReorderInput', [image!], {}, 1, NCHWC_DOMAIN);
-    return ctx.node('Reshape', [reordered!, ctx.ints([op, 1, kh, kw])])[0]!;
+    const image = ctx.reshape(w, [1, o, kh, kw]);
+    const [reordered] = ctx.node('ReorderInput', [image], {}, 1, NCHWC_DOMAIN);
+    return ctx.reshape(reordered!, [op, 1, kh, kw]);
   }
   const [padded] = op !== o || ip !== cg ? ctx.node('Pad', [w, ctx.ints([0, 0, 0, 0, op - o, ip - cg, 0, 0])]) : [w];
   const [shape, perm] = layout === 'dense' ? [[op / block, block, ip / block, block, kh, kw], [0, 2, 4, 5, 3, 1]] : [[op / block, block, ip, kh, kw], [0, 2, 3, 4, 1]];
-  const [split] = ctx.node('Reshape', [padded!, ctx.ints(shape)]);
-  const [moved] = ctx.node('Transpose', [split!], { perm: { ints: perm } });
-  return ctx.node('Reshape', [moved!, ctx.ints([op, ip, kh, kw])])[0]!;
+  const split = ctx.reshape(padded!, shape);
+  const [moved] = ctx.node('Transpose', [split], { perm: { ints: perm } });
+  return ctx.reshape(moved!, [op, ip, kh, kw]);
 }
 
 /**
@@ -129,8 +129,8 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
     const [y] = ctx.node('ConvTranspose', inputs.slice(0, 2), attrs);
     const [padded] = ctx.node('Pad', [y!, ctx.ints([0, 0, 0, 0, 0, 0, Math.max(-endPad[0]!, 0), Math.max(-endPad[1]!, 0)])]);
     if (inputs.length < 3) return [padded!];
-    const [bias] = ctx.node('Reshape', [inputs[2]!, ctx.ints([-1, 1, 1])]);
-    return ctx.node('Add', [padded!, bias!]);
+    const bias = ctx.reshape(inputs[2]!, [-1, 1, 1]);
+    return ctx.node('Add', [padded!, bias]);
   },
   // The Indices output (flat into the whole input, first maximum in row-major window order:
   // ORT compares with a strict >) only when something reads it (the backward pass): with it,
@@ -147,9 +147,9 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
     const { shape } = node.inputs[0]!;
     if (ctx.fusedKernel(node)) return ctx.node('MaxPool2dGrad', [g!, x!, ctx.ints([...a.kernel, ...a.stride, ...a.padding])], {}, 1, VOLUTION_DOMAIN);
     const [, indices] = ctx.node('MaxPool', [x!], windowAttrs(a.kernel, a), 2);
-    const flat = (t: string) => ctx.node('Reshape', [t, ctx.ints([-1])])[0]!;
+    const flat = (t: string) => ctx.reshape(t, [-1]);
     const [dx] = ctx.node('ScatterElements', [ctx.filled(node.inputs[0]!.dtype, [numel(shape)], 0), flat(indices!), flat(g!)], { axis: { int: 0 }, reduction: { str: 'add' } });
-    return ctx.node('Reshape', [dx!, ctx.ints(shape)]);
+    return [ctx.reshape(dx!, shape)];
   },
   avg_pool2d: (ctx, node, inputs) => {
     const a = attrsOf(node, 'avg_pool2d');
@@ -160,7 +160,7 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
     const { dtype, shape } = node.inputs[0]!;
     const k = ctx.constant(oneHotKernel(shape[1]!, a.kernel[0], a.kernel[1], dtype), 'im2col');
     const [cols] = ctx.node('Conv', [x!, k], { ...windowAttrs(a.kernel, a), group: { int: shape[1]! } });
-    return ctx.node('Reshape', [cols!, ctx.ints(node.outputs[0]!.shape)]);
+    return [ctx.reshape(cols!, node.outputs[0]!.shape)];
   },
   // col2im as the transposed im2col conv; output_padding recovers rows/columns no window reaches.
   fold: (ctx, node, [x]) => {
@@ -170,9 +170,9 @@ export const convEmitters: EmitterTable<'conv2d' | 'conv_transpose2d' | 'max_poo
     const [h, w] = a.outputSize;
     const ho = windowOut(h, a.kernel[0], a.stride[0], a.padding[0], a.padding[2], a.dilation[0]);
     const wo = windowOut(w, a.kernel[1], a.stride[1], a.padding[1], a.padding[3], a.dilation[1]);
-    const [grid] = ctx.node('Reshape', [x!, ctx.ints([n!, ckk!, ho, wo])]);
+    const grid = ctx.reshape(x!, [n!, ckk!, ho, wo]);
     const k = ctx.constant(oneHotKernel(c, a.kernel[0], a.kernel[1], dtype), 'im2col');
-    return ctx.node('ConvTranspose', [grid!, k], {
+    return ctx.node('ConvTranspose', [grid, k], {
       ...windowAttrs(a.kernel, a),
       group: { int: c },
       output_padding: { ints: [leftover(h, a, 0), leftover(w, a, 1)] },

@@ -59,9 +59,9 @@ export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | '
     const r = a.shape.length;
     const swapsLastTwo = r >= 3 && isTranspose(a.producer, ...[...Array(r - 2).keys()], r - 1, r - 2);
     if (!ctx.fixedShapes || b.shape.length !== 2 || !swapsLastTwo || numel(a.shape.slice(0, -2)) === 1) return ctx.node('MatMul', inputs);
-    const [rows] = ctx.node('Reshape', [inputs[0]!, ctx.ints([-1, b.shape[0]!])]);
-    const [product] = ctx.node('MatMul', [rows!, inputs[1]!]);
-    return ctx.node('Reshape', [product!, ctx.ints(node.outputs[0]!.shape)]);
+    const rows = ctx.reshape(inputs[0]!, [-1, b.shape[0]!]);
+    const [product] = ctx.node('MatMul', [rows, inputs[1]!]);
+    return [ctx.reshape(product!, node.outputs[0]!.shape)];
   },
   reshape: (ctx, node, [x]) => {
     const { shape } = attrsOf(node, 'reshape');
@@ -71,9 +71,9 @@ export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | '
     const { perm } = attrsOf(node, 'transpose');
     const settled = ctx.fixedShapes ? settledTranspose(node.inputs[0]!.shape, perm) : undefined;
     if (!settled) return ctx.node('Transpose', [x!], { perm: { ints: perm } });
-    if (isIdentity(settled.perm)) return ctx.node('Reshape', [x!, ctx.ints(node.outputs[0]!.shape)]);
-    const [view] = ctx.node('Reshape', [x!, ctx.ints(settled.view)]);
-    return ctx.node('Transpose', [view!], { perm: { ints: settled.perm } });
+    if (isIdentity(settled.perm)) return [ctx.reshape(x!, node.outputs[0]!.shape)];
+    const view = ctx.reshape(x!, settled.view);
+    return ctx.node('Transpose', [view], { perm: { ints: settled.perm } });
   },
   expand: (ctx, node, [x]) => ctx.node('Expand', [x!, ctx.ints(attrsOf(node, 'expand').shape)]),
   // A sum over leading axes (a bias or norm-weight gradient: [rows, C] → [C]) is ones[1, rows] @ x[rows, C]: ONNX
@@ -86,9 +86,9 @@ export const layoutEmitters: EmitterTable<'matmul' | 'reshape' | 'transpose' | '
     const lead = [...axes].map((a) => (a < 0 ? a + shape.length : a)).sort((a, b) => a - b);
     if (ctx.fixedShapes && dtype === 'float32' && lead.length < shape.length && lead.every((a, i) => a === i)) {
       const rows = shape.slice(0, lead.length).reduce((a, b) => a * b, 1);
-      const [flat] = ctx.node('Reshape', [x!, ctx.ints([rows, -1])]);
-      const [sum] = ctx.node('MatMul', [ctx.filled('float32', [1, rows], 1), flat!]);
-      return ctx.node('Reshape', [sum!, ctx.ints(node.outputs[0]!.shape)]);
+      const flat = ctx.reshape(x!, [rows, -1]);
+      const [sum] = ctx.node('MatMul', [ctx.filled('float32', [1, rows], 1), flat]);
+      return [ctx.reshape(sum!, node.outputs[0]!.shape)];
     }
     return ctx.node('ReduceSum', [x!, ctx.ints(axes)], { keepdims: { int: keepdims ? 1 : 0 } });
   },

@@ -7,10 +7,9 @@ import { MS_DOMAIN, VOLUTION_DOMAIN, attrsOf } from './types.js';
 
 const flag = (b: boolean) => ({ int: b ? 1 : 0 });
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
-const reshape = (ctx: EmitContext, t: string, to: readonly number[]) => ctx.node('Reshape', [t, ctx.ints(to)])[0]!;
 /** A layer norm's weight or bias as the kernels take it: one vector over the normalised axes (filled with `fill` where absent). */
 const featureVector = (ctx: EmitContext, t: string | undefined, normShape: readonly number[], dtype: DType, fill: number) =>
-  t ? (normShape.length === 1 ? t : reshape(ctx, t, [numel(normShape)])) : ctx.filled(dtype, [numel(normShape)], fill);
+  t ? (normShape.length === 1 ? t : ctx.reshape(t, [numel(normShape)])) : ctx.filled(dtype, [numel(normShape)], fill);
 /** The axes a batch norm reduces over: all of [N, C, ...] but the channels. */
 const channelStatAxes = (rank: number) => [0, ...range(2, rank)];
 
@@ -44,13 +43,13 @@ export const nnEmitters: EmitterTable<
     if (ctx.fusedKernel(node)) {
       // Several normalised axes: a view of rows (any batch), and back to x's own shape at run time.
       const several = ax < shape.length - 1;
-      const flat = several ? reshape(ctx, x!, [-1, numel(normShape)]) : x!;
+      const flat = several ? ctx.reshape(x!, [-1, numel(normShape)]) : x!;
       const params = [featureVector(ctx, w, normShape, dtype, 1), featureVector(ctx, b, normShape, dtype, 0)];
       const [y, m, r] = ctx.node('LayerNorm', [flat, ...params, ctx.scalar(epsilon, dtype)], {}, 3, VOLUTION_DOMAIN);
       const out = several ? ctx.node('Reshape', [y!, ctx.node('Shape', [x!])[0]!])[0]! : y!;
       // The kernel's statistics are one per row; a backward pass (fixed shapes) reads them in x's rank.
       const statShape = shape.map((d, i) => (i < ax ? d : 1));
-      return stats ? [out, reshape(ctx, m!, statShape), reshape(ctx, r!, statShape)] : [out];
+      return stats ? [out, ctx.reshape(m!, statShape), ctx.reshape(r!, statShape)] : [out];
     }
     // ONNX requires Scale; without a weight it is ones of the normalised shape.
     const scale = w ?? ctx.filled(dtype, normShape, 1);
@@ -69,34 +68,34 @@ export const nnEmitters: EmitterTable<
     const features = numel(shape.slice(ax));
     const normShape = shape.slice(ax);
     if (ctx.fusedKernel(node)) {
-      const flat = ax === shape.length - 1 ? (t: string) => t : (t: string) => reshape(ctx, t, [rows, features]);
+      const flat = ax === shape.length - 1 ? (t: string) => t : (t: string) => ctx.reshape(t, [rows, features]);
       const outs = ctx.node('LayerNormGrad', [flat(g!), flat(x!), mean!, rstd!, featureVector(ctx, w, normShape, dtype, 1)], {}, 3, VOLUTION_DOMAIN);
-      return ax === shape.length - 1 ? outs : [reshape(ctx, outs[0]!, shape), reshape(ctx, outs[1]!, normShape), reshape(ctx, outs[2]!, normShape)];
+      return ax === shape.length - 1 ? outs : [ctx.reshape(outs[0]!, shape), ctx.reshape(outs[1]!, normShape), ctx.reshape(outs[2]!, normShape)];
     }
     const outs: string[] = [];
     if (ctx.isUsed(gb)) outs[2] = ax === 0 ? g! : ctx.node('ReduceSum', [g!, ctx.ints(range(0, ax))], { keepdims: flag(false) })[0]!;
     if (!ctx.isUsed(gx) && !ctx.isUsed(gw)) return outs;
-    const view = (t: string) => reshape(ctx, t, [1, rows, features]);
+    const view = (t: string) => ctx.reshape(t, [1, rows, features]);
     const zeros = ctx.filled(dtype, [rows], 0);
     const perRow = (t: string, scale: string, shift: string) => ctx.node('BatchNormalization', [t, scale, shift, zeros, zeros], { epsilon: { float: 1 } })[0]!;
-    const r = reshape(ctx, rstd!, [rows]);
-    const [mr] = ctx.node('Mul', [reshape(ctx, mean!, [rows]), r]);
+    const r = ctx.reshape(rstd!, [rows]);
+    const [mr] = ctx.node('Mul', [ctx.reshape(mean!, [rows]), r]);
     const xhat = perRow(view(x!), r, ctx.node('Neg', [mr!])[0]!);
     const g3 = view(g!);
     const [gxhat] = ctx.node('Mul', [g3, xhat]);
-    if (ctx.isUsed(gw)) outs[1] = reshape(ctx, ctx.node('ReduceSum', [gxhat!, ctx.ints([0, 1])], { keepdims: flag(false) })[0]!, normShape);
+    if (ctx.isUsed(gw)) outs[1] = ctx.reshape(ctx.node('ReduceSum', [gxhat!, ctx.ints([0, 1])], { keepdims: flag(false) })[0]!, normShape);
     if (!ctx.isUsed(gx)) return outs;
-    const v = w ? ctx.node('Mul', [g3, reshape(ctx, w, [features])])[0]! : g3;
+    const v = w ? ctx.node('Mul', [g3, ctx.reshape(w, [features])])[0]! : g3;
     const lastAxis = { axes: { ints: [-1] }, keepdims: flag(false) };
     const [m1] = ctx.node('ReduceMean', [v], lastAxis);
     const [m2] = w
-      ? ctx.node('Div', [ctx.node('MatMul', [gxhat!, reshape(ctx, w, [features, 1])])[0]!, ctx.scalar(features, dtype)])
+      ? ctx.node('Div', [ctx.node('MatMul', [gxhat!, ctx.reshape(w, [features, 1])])[0]!, ctx.scalar(features, dtype)])
       : ctx.node('ReduceMean', [gxhat!], lastAxis);
-    const [m1r] = ctx.node('Mul', [reshape(ctx, m1!, [rows]), r]);
-    const [m2r] = ctx.node('Mul', [reshape(ctx, m2!, [rows]), r]);
-    const [projected] = ctx.node('Mul', [xhat, reshape(ctx, m2r!, [1, rows, 1])]);
+    const [m1r] = ctx.node('Mul', [ctx.reshape(m1!, [rows]), r]);
+    const [m2r] = ctx.node('Mul', [ctx.reshape(m2!, [rows]), r]);
+    const [projected] = ctx.node('Mul', [xhat, ctx.reshape(m2r!, [1, rows, 1])]);
     const [diff] = ctx.node('Sub', [perRow(v, r, ctx.node('Neg', [m1r!])[0]!), projected!]);
-    outs[0] = reshape(ctx, diff!, shape);
+    outs[0] = ctx.reshape(diff!, shape);
     return outs;
   },
   batch_norm: (ctx, node, inputs) => ctx.node('BatchNormalization', inputs, { epsilon: { float: attrsOf(node, 'batch_norm').epsilon } }),
@@ -119,9 +118,9 @@ export const nnEmitters: EmitterTable<
     const [centred] = ctx.node('Sub', [x!, mean!]);
     const [sumSq] = ctx.node('ReduceSumSquare', [centred!], { axes, keepdims: flag(false) });
     const [variance] = ctx.node('Mul', [sumSq!, ctx.scalar(1 / n, xv.dtype)]);
-    const [meanC] = ctx.node('Reshape', [mean!, ctx.ints([c])]);
-    const [y] = ctx.node('BatchNormalization', [x!, w!, b!, meanC!, variance!], { epsilon: { float: epsilon } });
-    return [y!, meanC!, variance!];
+    const meanC = ctx.reshape(mean!, [c]);
+    const [y] = ctx.node('BatchNormalization', [x!, w!, b!, meanC, variance!], { epsilon: { float: epsilon } });
+    return [y!, meanC, variance!];
   },
   // One BatchNormTrainGrad kernel where the session has it. Otherwise, with per-channel S1 = Σ g and
   // S2 = Σ g·(x − μ), r = 1/√(σ² + ε): gx = w·r·g + k2·(x − μ) + k3 with k2 = −w·r³·S2/n and
@@ -136,7 +135,7 @@ export const nnEmitters: EmitterTable<
     const weight = w ?? ctx.filled(dtype, [c], 1);
     if (ctx.fusedKernel(node)) return ctx.node('BatchNormTrainGrad', [g!, x!, mean!, r!, weight], {}, 3, VOLUTION_DOMAIN);
     const sum = (t: string) => ctx.node('ReduceSum', [t, ctx.ints(channelStatAxes(shape.length))], { keepdims: flag(false) })[0]!;
-    const perChannel = (t: string) => ctx.node('Reshape', [t, ctx.ints([c, ...new Array<number>(shape.length - 2).fill(1)])])[0]!;
+    const perChannel = (t: string) => ctx.reshape(t, [c, ...new Array<number>(shape.length - 2).fill(1)]);
     const outs: string[] = [];
     const s1 = sum(g!);
     if (ctx.isUsed(gb)) outs[2] = s1;

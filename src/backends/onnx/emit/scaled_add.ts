@@ -83,7 +83,7 @@ export function emitScaledAdd(ctx: EmitContext, { a, y, scale, negate, isOutput 
     : [numel(shape) % SCALAR_ROWS === 0 ? SCALAR_ROWS : 1];
   const view = [...lead, numel(shape) / numel(lead)];
   const gateShape = [...lead, 1];
-  const reshape = (name: string, from: readonly number[], to: readonly number[]) => (sameShape(from, to) ? name : ctx.node('Reshape', [name, ctx.ints(to)])[0]!);
+  const reshape = (name: string, from: readonly number[], to: readonly number[]) => (sameShape(from, to) ? name : ctx.reshape(name, to));
   const own = last < 0 ? gateShape.map(() => 1) : [...padded.slice(0, last + 1), 1];
   let gate = reshape(ctx.name(scale), scale.shape, own);
   if (!sameShape(own, gateShape)) gate = ctx.node('Expand', [gate, ctx.ints(gateShape)])[0]!;
@@ -102,8 +102,8 @@ export function emitScalarScaledAdd(ctx: EmitContext, a: string, y: string, s: n
   if (!(ctx.contribOps && ctx.fixedShapes && like.dtype === 'float32' && n >= MIN_SIZE && n % SCALAR_ROWS === 0)) {
     return ctx.node('Add', [a, ctx.node('Mul', [y, ctx.scalar(s, like.dtype)])[0]!]);
   }
-  const rows = (name: string) => ctx.node('Reshape', [name, ctx.ints([SCALAR_ROWS, n / SCALAR_ROWS])])[0]!;
+  const rows = (name: string) => ctx.reshape(name, [SCALAR_ROWS, n / SCALAR_ROWS]);
   const gate = ctx.constant(NDArray.float32([SCALAR_ROWS, 1], new Float32Array(SCALAR_ROWS).fill(s)));
   const [sum] = ctx.node('GatedAdd', [rows(a), rows(y), gate], {}, 1, MS_DOMAIN);
-  return ctx.node('Reshape', [sum!, ctx.ints(like.shape)]);
+  return [ctx.reshape(sum!, like.shape)];
 }
