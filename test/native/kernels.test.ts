@@ -46,6 +46,21 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     expect(worstDx).toBeLessThan(5e-7);
   });
 
+  it('Gelu and GeluGrad pass NaN through and take huge inputs to their limits', () => {
+    const x = NDArray.float32([5], new Float32Array([NaN, 1e30, -1e30, Infinity, -Infinity]));
+    const dy = NDArray.float32([5], new Float32Array([1, 2, 2, 2, 2]));
+    const forward = NativeOrtSession.create(kernelModel('Gelu', [['x', [5]]], [['y', [5]]]), library!, { threads: 1 });
+    const backward = NativeOrtSession.create(kernelModel('GeluGrad', [['dy', [5]], ['x', [5]]], [['dx', [5]]]), library!, { threads: 1 });
+    const y = [...forward.run({ x }).y!.data] as number[];
+    const dx = [...backward.run({ dy, x }).dx!.data] as number[];
+    forward.release();
+    backward.release();
+    // GELU(x) → x and GELU'(x) → 1 as x → ∞; both → 0 as x → −∞
+    expect([Number.isNaN(y[0]), y[1], Math.abs(y[2]!) < 1e-30, y[3], Math.abs(y[4]!) < 1e-30]).toEqual([true, Math.fround(1e30), true, Infinity, true]);
+    expect(Number.isNaN(dx[0])).toBe(true);
+    dx.slice(1).forEach((g, i) => expect(g).toBeCloseTo([2, 0, 2, 0][i]!, 6));
+  });
+
   it('LayerNormGrad: dx, dγ and dβ of a layer norm over the last axis, across row blocks', () => {
     const [rows, d] = [600, 40];
     const x = NDArray.float32([rows, d]);
@@ -94,6 +109,35 @@ describe.runIf(library !== undefined || process.env.CI === 'true')('native kerne
     for (let c = 0; c < d; c++) {
       expect(out.dw!.data[c] as number).toBeCloseTo(dwRef[c]!, 3);
       expect(out.db!.data[c] as number).toBeCloseTo(dbRef[c]!, 3);
+    }
+  });
+
+  it('LayerNorm: y, mean and rstd over the last axis, for row lengths it unrolls (64, 96, 128) and others, across row blocks', () => {
+    for (const d of [7, 64, 96, 128, 200]) {
+      const rows = 300; // more than one block of 256 rows
+      const x = NDArray.float32([rows, d]);
+      const w = NDArray.float32([d]);
+      const b = NDArray.float32([d]);
+      // every third row sits far from zero: the variance is taken around the mean, not as E[x²] − μ²
+      for (let i = 0; i < rows * d; i++) x.data[i] = 3 * Math.sin(0.37 * i) + (Math.floor(i / d) % 3 === 0 ? 1000 : 1);
+      for (let c = 0; c < d; c++) [w.data[c], b.data[c]] = [1 + 0.5 * Math.sin(c), Math.cos(c)];
+      const session = NativeOrtSession.create(
+        kernelModel('LayerNorm', [['x', [rows, d]], ['w', [d]], ['b', [d]], ['eps', [1]]], [['y', [rows, d]], ['mean', [rows]], ['rstd', [rows]]]),
+        library!,
+        { threads: 2 },
+      );
+      const out = session.run({ x, w, b, eps: NDArray.float32([1], new Float32Array([1e-5])) });
+      session.release();
+      let worst = 0;
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from(x.data.subarray(r * d, (r + 1) * d));
+        const mu = row.reduce((s, v) => s + v) / d;
+        const rstd = 1 / Math.sqrt(row.reduce((s, v) => s + (v - mu) ** 2, 0) / d + 1e-5);
+        expect(out.mean!.data[r] as number).toBeCloseTo(mu, 3);
+        expect((out.rstd!.data[r] as number) / rstd).toBeCloseTo(1, 5);
+        for (let c = 0; c < d; c++) worst = Math.max(worst, Math.abs((out.y!.data[r * d + c] as number) - ((row[c]! - mu) * rstd * w.data[c]! + b.data[c]!)));
+      }
+      expect(worst, `rows of ${d}`).toBeLessThan(2e-4);
     }
   });
 

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import koffi from 'koffi';
 import { RuntimeFailure } from '../../errors.js';
 import { debug } from '../debug.js';
-import { type DType, NDArray } from '../../ir/ndarray.js';
+import { type ArrayFor, type DType, NDArray, numel } from '../../ir/ndarray.js';
 import { ONNX_DTYPE_CODE } from '../onnx/dtypes.js';
 import { DEFAULT_THREADS, type OrtOptions } from './session.js';
 
@@ -172,7 +172,7 @@ export class NativeOrtSession {
     const { c } = this;
     const values: unknown[] = [];
     const outputs: unknown[] = this.outputNames.map(() => null);
-    const bound = this.staticOutputs.map((o) => o && new NDArray(o.dtype, o.shape));
+    const bound = this.staticOutputs.map((o) => o && uninitialized(o.dtype, o.shape));
     try {
       for (const name of this.inputNames) values.push(this.wrap(feeds[name]!)); // OrtSession.run checked every input is there
       bound.forEach((a, i) => a && (outputs[i] = this.wrap(a)));
@@ -205,7 +205,7 @@ export class NativeOrtSession {
       const { code, dtype, shape } = tensorType(c, info);
       if (!dtype) throw new RuntimeFailure(`ONNX Runtime returned a tensor of element type ${code}, which volution does not read`);
       c.check(c.fn(API.GetTensorMutableData, 'void* f(void*, _Out_ void**)')(value, out));
-      const result = new NDArray(dtype, shape);
+      const result = uninitialized(dtype, shape);
       const bytes = result.data.byteLength;
       if (bytes) new Uint8Array(result.data.buffer).set(new Uint8Array(koffi.view(out[0], bytes)));
       return result;
@@ -230,6 +230,19 @@ function tensorType(c: OrtC, info: unknown): { code: number; dtype: DType | unde
   c.check(c.fn(API.GetDimensions, 'void* f(void*, _Out_ int64_t*, size_t)')(info, dims, dims.length));
   const code = Number(type[0]);
   return { code, dtype: ELEMENT.get(code), shape: [...dims].map(Number) };
+}
+
+const TYPED_ARRAY = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array } as const;
+
+/**
+ * A new array for ONNX Runtime to fill whole, its memory left uninitialised
+ * (Node's allocUnsafeSlow): zeroing it first cost 0.4–0.9 ms for 4.8 MB here,
+ * as much as a GELU over it.
+ */
+function uninitialized<D extends DType>(dtype: D, shape: readonly number[]): NDArray<D> {
+  const size = numel(shape);
+  const type = TYPED_ARRAY[dtype];
+  return new NDArray(dtype, shape, new type(Buffer.allocUnsafeSlow(size * type.BYTES_PER_ELEMENT).buffer, 0, size) as ArrayFor[D]);
 }
 
 /** Output `index`'s dtype and shape where the model fixes every dimension (and it holds data); else undefined. */
