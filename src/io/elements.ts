@@ -1,4 +1,3 @@
-import { numel } from '../ir/ndarray.js';
 /**
  * Element decoding shared by the checkpoint readers: raw little- or
  * big-endian bytes of a storage dtype → one of the four IR dtypes, plus the
@@ -7,7 +6,7 @@ import { numel } from '../ir/ndarray.js';
  * defence so that nothing but `FormatError` escapes on a corrupt file.
  */
 import { FormatError, fmtShape } from '../errors.js';
-import type { AnyArray, DType } from '../ir/ndarray.js';
+import { type AnyArray, type DType, TYPED_ARRAY, numel } from '../ir/ndarray.js';
 
 /** Element types found in checkpoint files (safetensors, torch storages, numpy arrays). */
 export type ElementType =
@@ -39,8 +38,6 @@ export const ITEM_SIZE: Readonly<Record<ElementType, number>> = {
   bool: 1,
 };
 
-const IR_ITEM_SIZE: Readonly<Record<DType, number>> = { float32: 4, float64: 8, int64: 8, bool: 1 };
-
 export interface DecodeOptions {
   /** Keep float64 data as float64 instead of narrowing it to float32 (the default policy). */
   keepFloat64?: boolean;
@@ -64,7 +61,7 @@ export function irDType(elem: ElementType, opts: DecodeOptions = {}): DType {
 
 /** Bytes of the decoded (IR) array for `count` elements: what a loader charges against its memory budget. */
 function decodedBytes(elem: ElementType, count: number, opts: DecodeOptions = {}): number {
-  return count * IR_ITEM_SIZE[irDType(elem, opts)];
+  return count * TYPED_ARRAY[irDType(elem, opts)].BYTES_PER_ELEMENT;
 }
 
 /** True when a view with these strides is laid out densely in C order (size-1 dims may have any stride). */

@@ -39,17 +39,11 @@ export function stridesOf(shape: readonly number[]): number[] {
   return strides;
 }
 
+/** The typed array that holds each dtype. */
+export const TYPED_ARRAY = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array } as const;
+
 export function allocate<D extends DType>(dtype: D, size: number): ArrayFor[D] {
-  switch (dtype) {
-    case 'float32':
-      return new Float32Array(size) as ArrayFor[D];
-    case 'float64':
-      return new Float64Array(size) as ArrayFor[D];
-    case 'int64':
-      return new BigInt64Array(size) as ArrayFor[D];
-    default:
-      return new Uint8Array(size) as ArrayFor[D];
-  }
+  return new TYPED_ARRAY[dtype](size) as ArrayFor[D];
 }
 
 /**

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import koffi from 'koffi';
 import { RuntimeFailure } from '../../errors.js';
 import { debug } from '../debug.js';
-import { type ArrayFor, type DType, NDArray, numel } from '../../ir/ndarray.js';
+import { type ArrayFor, type DType, NDArray, TYPED_ARRAY, numel } from '../../ir/ndarray.js';
 import { ONNX_DTYPE_CODE } from '../onnx/dtypes.js';
 import { DEFAULT_THREADS, type OrtOptions } from './session.js';
 
@@ -231,8 +231,6 @@ function tensorType(c: OrtC, info: unknown): { code: number; dtype: DType | unde
   const code = Number(type[0]);
   return { code, dtype: ELEMENT.get(code), shape: [...dims].map(Number) };
 }
-
-const TYPED_ARRAY = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array } as const;
 
 /**
  * A new array for ONNX Runtime to fill whole, its memory left uninitialised
