@@ -141,17 +141,21 @@ static inline float exp_nonpositive(float x) {
 
 /* The standard normal's tail Φ(−a) past a = |x|, and e^(−a²/2) (GELU's backward needs both), by Abramowitz &
  * Stegun 7.1.26: Φ(−a) = erfc(a/√2)/2 ≈ t·P(t)·e^(−a²/2), t = 1/(1 + p·a/√2), absolute error below 1e-7.
- * a is clamped at 13 by an integer min on the bits (which sends NaN there too): past it the tail is below
+ * a is clamped at TAIL_END = 13 by an integer min on the bits (which sends NaN there too): past it the tail is below
  * float32's range, and e^(−a²/2) ≥ e^(−84.5) keeps exp in range. */
+#define TAIL_END 13.0f
+
 typedef struct {
   float a, tail, gauss;
 } NormalTail;
 
 static inline NormalTail normal_tail(float x) {
-  uint32_t bits;
+  const float end = TAIL_END;
+  uint32_t bits, end_bits;
   memcpy(&bits, &x, sizeof bits);
+  memcpy(&end_bits, &end, sizeof end_bits);
   bits &= 0x7fffffffu;
-  bits = bits < 0x41500000u ? bits : 0x41500000u; /* 13.0f */
+  bits = bits < end_bits ? bits : end_bits;
   float a;
   memcpy(&a, &bits, sizeof a);
   float e = exp_nonpositive(-0.5f * a * a);
@@ -202,8 +206,8 @@ WIDE_VECTORS static void gelu_grad_block(void* p, size_t b) {
     float v = j->x[i];
     NormalTail n = normal_tail(v);
     float cdf = v < 0.0f ? n.tail : 1.0f - n.tail;
-    float clamped = v < -13.0f ? -13.0f : v; /* x clamped as a is, NaN kept: x·φ(x) → 0 at ±∞ */
-    clamped = clamped > 13.0f ? 13.0f : clamped;
+    float clamped = v < -TAIL_END ? -TAIL_END : v; /* x clamped as a is, NaN kept: x·φ(x) → 0 at ±∞ */
+    clamped = clamped > TAIL_END ? TAIL_END : clamped;
     j->out[i] = j->dy[i] * (cdf + clamped * 0.39894228040143268f * n.gauss); /* φ(x) = e^(−x²/2)/√(2π) */
   }
 }
